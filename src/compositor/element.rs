@@ -1,0 +1,133 @@
+//! The elements of the compositor's space: Wayland client windows and guest scanouts.
+
+use smithay::{
+    backend::renderer::{
+        element::{
+            AsRenderElements, render_elements, surface::WaylandSurfaceRenderElement, texture::TextureRenderElement,
+        },
+        gles::{GlesRenderer, GlesTexture},
+    },
+    desktop::{Window, space::SpaceElement},
+    output::Output,
+    utils::{IsAlive, Logical, Physical, Point, Rectangle, Scale},
+};
+
+use crate::scanout::ScanoutWindow;
+
+render_elements! {
+    /// What a window draws: a Wayland surface tree, or a guest scanout's texture (and cursor).
+    pub WindowRenderElement<=GlesRenderer>;
+    Surface=WaylandSurfaceRenderElement<GlesRenderer>,
+    Texture=TextureRenderElement<GlesTexture>,
+}
+
+/// A window in the space.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowElement {
+    /// An xdg-shell toplevel of a Wayland client.
+    Wayland(Window),
+    /// A guest scanout.
+    Scanout(ScanoutWindow),
+}
+
+impl WindowElement {
+    /// The window's title: the client's xdg title, or "NAME: scanout N (WxH)".
+    pub fn title(&self) -> String {
+        match self {
+            WindowElement::Wayland(w) => w
+                .toplevel()
+                .and_then(|t| {
+                    smithay::wayland::compositor::with_states(t.wl_surface(), |states| {
+                        states
+                            .data_map
+                            .get::<smithay::wayland::shell::xdg::XdgToplevelSurfaceData>()
+                            .and_then(|d| d.lock().ok().and_then(|d| d.title.clone()))
+                    })
+                })
+                .unwrap_or_default(),
+            WindowElement::Scanout(s) => s.title(),
+        }
+    }
+}
+
+impl IsAlive for WindowElement {
+    fn alive(&self) -> bool {
+        match self {
+            WindowElement::Wayland(w) => w.alive(),
+            WindowElement::Scanout(_) => true,
+        }
+    }
+}
+
+impl SpaceElement for WindowElement {
+    fn geometry(&self) -> Rectangle<i32, Logical> {
+        match self {
+            WindowElement::Wayland(w) => SpaceElement::geometry(w),
+            WindowElement::Scanout(s) => Rectangle::from_size(s.size()),
+        }
+    }
+
+    fn bbox(&self) -> Rectangle<i32, Logical> {
+        match self {
+            WindowElement::Wayland(w) => SpaceElement::bbox(w),
+            WindowElement::Scanout(s) => Rectangle::from_size(s.size()),
+        }
+    }
+
+    fn is_in_input_region(&self, point: &Point<f64, Logical>) -> bool {
+        match self {
+            WindowElement::Wayland(w) => SpaceElement::is_in_input_region(w, point),
+            WindowElement::Scanout(s) => Rectangle::from_size(s.size()).to_f64().contains(*point),
+        }
+    }
+
+    fn set_activate(&self, activated: bool) {
+        if let WindowElement::Wayland(w) = self {
+            SpaceElement::set_activate(w, activated);
+        }
+    }
+
+    fn output_enter(&self, output: &Output, overlap: Rectangle<i32, Logical>) {
+        if let WindowElement::Wayland(w) = self {
+            SpaceElement::output_enter(w, output, overlap);
+        }
+    }
+
+    fn output_leave(&self, output: &Output) {
+        if let WindowElement::Wayland(w) = self {
+            SpaceElement::output_leave(w, output);
+        }
+    }
+
+    fn refresh(&self) {
+        if let WindowElement::Wayland(w) = self {
+            SpaceElement::refresh(w);
+        }
+    }
+}
+
+impl AsRenderElements<GlesRenderer> for WindowElement {
+    type RenderElement = WindowRenderElement;
+
+    fn render_elements<C: From<WindowRenderElement>>(
+        &self,
+        renderer: &mut GlesRenderer,
+        location: Point<i32, Physical>,
+        scale: Scale<f64>,
+        alpha: f32,
+    ) -> Vec<C> {
+        match self {
+            WindowElement::Wayland(w) => AsRenderElements::<GlesRenderer>::render_elements::<WindowRenderElement>(
+                w, renderer, location, scale, alpha,
+            )
+            .into_iter()
+            .map(C::from)
+            .collect(),
+            WindowElement::Scanout(s) => s
+                .render_elements(renderer, location, scale, alpha)
+                .into_iter()
+                .map(|e| C::from(WindowRenderElement::Texture(e)))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Guests on the event loop: one listening vhost-user socket per guest, at most one VMM
+//! connection at a time, and the queue kick eventfds, all calloop sources of the compositor's
+//! loop. A guest that disconnects loses its windows and resources and its socket listens again;
+//! other guests never notice.
+
+use std::{
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd},
+        unix::net::{UnixListener, UnixStream},
+    },
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+use smithay::reexports::calloop::{Interest, Mode, PostAction, RegistrationToken, generic::Generic};
+use tracing::{info, warn};
+use vhost::vhost_user::{BackendReqHandler, Error as VhostError};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::State;
+use crate::{
+    cli::GuestSpec,
+    scanout::GuestScanouts,
+    virtio::{
+        device::GpuConfig,
+        vhost::{NUM_QUEUES, VhostUserGpu},
+    },
+};
+
+/// The vhost crate's request handler over our device, as a pollable calloop source.
+struct Connection(BackendReqHandler<Mutex<VhostUserGpu>>);
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the handler owns the socket for as long as `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
+    }
+}
+
+/// One guest: its socket, device and windows.
+pub struct Guest {
+    /// Name from `--guest NAME=...`.
+    pub name: String,
+    /// The vhost-user socket scanway listens on.
+    pub socket: PathBuf,
+    /// The device (shared with the vhost request handler while a VMM is connected).
+    pub device: Arc<Mutex<VhostUserGpu>>,
+    /// The guest's scanouts as windows.
+    pub scanouts: GuestScanouts,
+    connection: Option<RegistrationToken>,
+    kicks: [Option<RegistrationToken>; NUM_QUEUES],
+}
+
+impl Guest {
+    /// Whether a VMM is connected.
+    pub fn connected(&self) -> bool {
+        self.connection.is_some()
+    }
+}
+
+/// Lock a guest's device. The lock is only ever taken on the event loop's thread, so it is
+/// never contended; a poisoned lock (a panic elsewhere) still holds a consistent device model.
+pub fn lock(device: &Mutex<VhostUserGpu>) -> std::sync::MutexGuard<'_, VhostUserGpu> {
+    device.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Create guest `spec`'s socket and listen on it. Returns the guest's index in `state.comp.guests`.
+pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyhow::Result<usize> {
+    if spec.socket.exists() {
+        // A stale socket from an earlier run: a live one would accept this connection.
+        if UnixStream::connect(&spec.socket).is_ok() {
+            anyhow::bail!("{} is in use by another process", spec.socket.display());
+        }
+        std::fs::remove_file(&spec.socket).with_context(|| format!("removing stale {}", spec.socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(&spec.socket).with_context(|| format!("listening on {}", spec.socket.display()))?;
+    listener.set_nonblocking(true)?;
+    let num_scanouts = config.num_scanouts;
+    let index = state.comp.guests.len();
+    state.comp.guests.push(Guest {
+        name: spec.name.clone(),
+        socket: spec.socket.clone(),
+        device: Arc::new(Mutex::new(VhostUserGpu::new(config))),
+        scanouts: GuestScanouts::new(&spec.name, num_scanouts),
+        connection: None,
+        kicks: [None, None],
+    });
+    state
+        .comp
+        .loop_handle
+        .insert_source(Generic::new(listener, Interest::READ, Mode::Level), move |_, listener, state| {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => accept(state, index, stream),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!("accepting on guest socket: {e}");
+                        break;
+                    }
+                }
+            }
+            Ok(PostAction::Continue)
+        })
+        .map_err(|e| anyhow::anyhow!("registering guest socket: {e}"))?;
+    println!("scanway: guest {} listening on {}", spec.name, spec.socket.display());
+    Ok(index)
+}
+
+fn accept(state: &mut State, index: usize, stream: UnixStream) {
+    let Some(guest) = state.comp.guests.get_mut(index) else { return };
+    if guest.connected() {
+        warn!(guest = %guest.name, "refusing a second VMM connection while one is attached");
+        return;
+    }
+    if let Err(e) = stream.set_nonblocking(false) {
+        warn!(guest = %guest.name, "socket: {e}");
+        return;
+    }
+    let handler = BackendReqHandler::from_stream(stream, guest.device.clone());
+    let token = state.comp.loop_handle.insert_source(
+        Generic::new(Connection(handler), Interest::READ, Mode::Level),
+        move |_, conn, state| {
+            // SAFETY: the connection is never dropped or moved out while the source lives.
+            let conn = unsafe { conn.get_mut() };
+            match conn.0.handle_request() {
+                Ok(()) => {
+                    register_kicks(state, index);
+                    Ok(PostAction::Continue)
+                }
+                Err(e) => {
+                    match e {
+                        VhostError::Disconnected | VhostError::PartialMessage => {}
+                        other => warn!("guest {index}: vhost-user request failed, disconnecting: {other}"),
+                    }
+                    disconnect(state, index);
+                    Ok(PostAction::Remove)
+                }
+            }
+        },
+    );
+    match token {
+        Ok(token) => {
+            guest.connection = Some(token);
+            info!(guest = %guest.name, "VMM connected");
+            println!("scanway: guest {} connected", guest.name);
+        }
+        Err(e) => warn!(guest = %guest.name, "registering connection: {e}"),
+    }
+}
+
+/// Poll the kick eventfds the VMM sent in its last request.
+fn register_kicks(state: &mut State, index: usize) {
+    let Some(guest) = state.comp.guests.get_mut(index) else { return };
+    let kicks = lock(&guest.device).take_new_kicks();
+    for (queue, kick) in kicks {
+        let Some(slot) = guest.kicks.get_mut(queue) else { continue };
+        if let Some(old) = slot.take() {
+            state.comp.loop_handle.remove(old);
+        }
+        let token = state.comp.loop_handle.insert_source(
+            Generic::new(KickFd(kick), Interest::READ, Mode::Level),
+            move |_, kick, state| {
+                // Clear the eventfd's counter; an error means it was already read.
+                let _ = kick.0.read();
+                state.comp.process_queue(index, queue);
+                Ok(PostAction::Continue)
+            },
+        );
+        match token {
+            Ok(token) => *slot = Some(token),
+            Err(e) => warn!(guest = %guest.name, "registering queue {queue} kick: {e}"),
+        }
+    }
+}
+
+struct KickFd(EventFd);
+
+impl AsFd for KickFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the EventFd owns the descriptor for as long as `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
+    }
+}
+
+/// The VMM went away: free everything of this guest, close its windows, listen again.
+fn disconnect(state: &mut State, index: usize) {
+    let comp = &mut state.comp;
+    let Some(guest) = comp.guests.get_mut(index) else { return };
+    for token in guest.kicks.iter_mut().filter_map(Option::take) {
+        comp.loop_handle.remove(token);
+    }
+    // The connection's own source is removed by returning PostAction::Remove.
+    guest.connection = None;
+    lock(&guest.device).reset();
+    // Reset emitted ResourceDestroyed/ScanoutSet events; drop them with the textures.
+    let _ = lock(&guest.device).gpu_mut().drain_events().count();
+    let unmapped = guest.scanouts.clear();
+    info!(guest = %guest.name, "VMM disconnected; resources freed");
+    println!("scanway: guest {} disconnected", guest.name);
+    for window in unmapped {
+        comp.unmap_scanout(&window);
+    }
+    comp.queue_redraw();
+}

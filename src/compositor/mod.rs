@@ -1,0 +1,549 @@
+//! The compositor: smithay state, backends and windows.
+//!
+//! [`State`] is the event loop's data, split as niri does into the backend-specific part
+//! ([`Backend`]: headless or winit) and the backend-agnostic part ([`Comp`]: Wayland globals,
+//! the space of windows, guests, output).
+//!
+//! Redraw state machine ([`Redraw`]): anything visible that changes calls
+//! [`Comp::queue_redraw`]; `Idle -> Queued`. The backend then draws once when it may (headless:
+//! at most one frame per refresh interval; winit: on the window's redraw event), `Queued ->
+//! Idle`. Changes while a frame is queued fold into that frame. Guest flushes never wait for a
+//! frame: the ctrl queue is answered first, the pixels follow on the next frame.
+
+pub mod element;
+pub mod guests;
+pub mod handlers;
+mod headless;
+mod winit;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow};
+use serde_json::{Value, json};
+use smithay::{
+    backend::renderer::{
+        Bind,
+        damage::OutputDamageTracker,
+        element::AsRenderElements,
+        gles::{GlesRenderbuffer, GlesRenderer},
+    },
+    desktop::{PopupManager, Space, Window, space::render_output},
+    input::{Seat, SeatState},
+    output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
+    reexports::{
+        calloop::{EventLoop, Interest, LoopHandle, LoopSignal, Mode, PostAction, generic::Generic},
+        wayland_server::{Display, DisplayHandle, protocol::wl_surface::WlSurface},
+    },
+    utils::{Physical, Scale, Size, Transform},
+    wayland::{
+        compositor::CompositorState, output::OutputManagerState, selection::data_device::DataDeviceState,
+        shell::xdg::XdgShellState, shm::ShmState, socket::ListeningSocketSource,
+    },
+};
+use tracing::{info, warn};
+
+use self::{
+    element::{WindowElement, WindowRenderElement},
+    guests::{Guest, lock},
+    handlers::ClientState,
+};
+use crate::{
+    cli::{BackendKind, RunArgs},
+    control::{self, Request},
+    renderer,
+    scanout::ScanoutWindow,
+    virtio::device::GpuConfig,
+};
+
+/// Background colour of the output (RGBA, 0..1).
+pub const CLEAR_COLOR: [f32; 4] = [0.10, 0.12, 0.16, 1.0];
+/// Gap between windows placed side by side (pixels).
+const GAP: i32 = 16;
+/// Refresh interval of the headless output.
+pub const FRAME_INTERVAL: Duration = Duration::from_micros(16_667);
+
+/// The event loop's data.
+pub struct State {
+    pub backend: Backend,
+    pub comp: Comp,
+}
+
+/// Where the output is shown.
+pub enum Backend {
+    Headless(Box<headless::Headless>),
+    Winit(Box<winit::Winit>),
+}
+
+impl Backend {
+    fn renderer(&mut self) -> &mut GlesRenderer {
+        match self {
+            Backend::Headless(h) => &mut h.renderer,
+            Backend::Winit(w) => w.backend.renderer(),
+        }
+    }
+}
+
+/// Redraw state (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redraw {
+    Idle,
+    Queued,
+}
+
+/// Backend-agnostic compositor state.
+pub struct Comp {
+    pub display_handle: DisplayHandle,
+    pub loop_handle: LoopHandle<'static, State>,
+    pub loop_signal: LoopSignal,
+    pub space: Space<WindowElement>,
+    pub popups: PopupManager,
+    pub output: Output,
+    pub compositor_state: CompositorState,
+    pub xdg_shell_state: XdgShellState,
+    pub shm_state: ShmState,
+    pub seat_state: SeatState<State>,
+    pub data_device_state: DataDeviceState,
+    pub seat: Seat<State>,
+    pub guests: Vec<Guest>,
+    pub redraw: Redraw,
+    pub frames: u64,
+    pub start: Instant,
+    _output_manager_state: OutputManagerState,
+}
+
+/// `scanway run`: start the compositor and serve the guests until SIGTERM/SIGINT or the window
+/// closes.
+pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
+    let mut event_loop: EventLoop<'static, State> = EventLoop::try_new().context("event loop")?;
+    let display: Display<State> = Display::new().context("Wayland display")?;
+    let display_handle = display.handle();
+
+    let size = (args.size.width as i32, args.size.height as i32);
+    let backend = match args.backend {
+        BackendKind::Headless => Backend::Headless(Box::new(headless::Headless::new(size)?)),
+        BackendKind::Winit => Backend::Winit(Box::new(winit::Winit::new(&mut event_loop, size)?)),
+    };
+    let output_size = match &backend {
+        Backend::Headless(_) => size.into(),
+        Backend::Winit(w) => w.backend.window_size(),
+    };
+    let output = Output::new(
+        "scanway-1".into(),
+        PhysicalProperties {
+            size: (0, 0).into(),
+            subpixel: Subpixel::Unknown,
+            make: "scanway".into(),
+            model: "virtual".into(),
+        },
+    );
+    let _global = output.create_global::<State>(&display_handle);
+    let mode = OutputMode { size: output_size, refresh: 60_000 };
+    output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
+    output.set_preferred(mode);
+
+    let mut seat_state = SeatState::new();
+    let mut seat = seat_state.new_wl_seat(&display_handle, "seat0");
+    seat.add_keyboard(Default::default(), 200, 25).map_err(|e| anyhow!("keyboard: {e:?}"))?;
+    seat.add_pointer();
+
+    let mut space = Space::default();
+    space.map_output(&output, (0, 0));
+    let comp = Comp {
+        compositor_state: CompositorState::new::<State>(&display_handle),
+        xdg_shell_state: XdgShellState::new::<State>(&display_handle),
+        shm_state: ShmState::new::<State>(&display_handle, vec![]),
+        _output_manager_state: OutputManagerState::new_with_xdg_output::<State>(&display_handle),
+        data_device_state: DataDeviceState::new::<State>(&display_handle),
+        seat_state,
+        seat,
+        display_handle,
+        loop_handle: event_loop.handle(),
+        loop_signal: event_loop.get_signal(),
+        space,
+        popups: PopupManager::default(),
+        output,
+        guests: Vec::new(),
+        redraw: Redraw::Idle,
+        frames: 0,
+        start: Instant::now(),
+    };
+    let mut state = State { backend, comp };
+
+    // Wayland clients.
+    let listener = ListeningSocketSource::new_auto().context("Wayland socket")?;
+    let socket_name = listener.socket_name().to_string_lossy().into_owned();
+    let handle = event_loop.handle();
+    handle
+        .insert_source(listener, |stream, _, state| {
+            if let Err(e) = state.comp.display_handle.insert_client(stream, Arc::new(ClientState::default())) {
+                warn!("Wayland client: {e}");
+            }
+        })
+        .map_err(|e| anyhow!("Wayland socket source: {e}"))?;
+    handle
+        .insert_source(Generic::new(display, Interest::READ, Mode::Level), |_, display, state| {
+            // SAFETY: the display is never dropped while its source lives.
+            if let Err(e) = unsafe { display.get_mut().dispatch_clients(state) } {
+                warn!("dispatching Wayland clients: {e}");
+            }
+            Ok(PostAction::Continue)
+        })
+        .map_err(|e| anyhow!("Wayland display source: {e}"))?;
+    println!("scanway: wayland socket {socket_name}");
+
+    // Control socket.
+    let control_listener = bind_control(&control_path)?;
+    handle
+        .insert_source(Generic::new(control_listener, Interest::READ, Mode::Level), |_, listener, state| {
+            while let Ok((stream, _)) = listener.accept() {
+                let reply = control::read_request(&stream).and_then(|req| state.control(req));
+                if let Err(e) = control::write_reply(&stream, reply) {
+                    warn!("control reply: {e}");
+                }
+            }
+            Ok(PostAction::Continue)
+        })
+        .map_err(|e| anyhow!("control socket source: {e}"))?;
+    println!("scanway: control socket {}", control_path.display());
+
+    // Guests.
+    for spec in &args.guests {
+        let config = GpuConfig {
+            num_scanouts: spec.outputs,
+            preferred_size: (args.guest_size.width, args.guest_size.height),
+            max_host_memory: args.max_resource_memory.saturating_mul(1024 * 1024),
+            name: spec.name.clone(),
+        };
+        guests::add_guest(&mut state, spec, config)?;
+    }
+
+    // SIGTERM / SIGINT end the loop cleanly.
+    let signals =
+        calloop::signals::Signals::new(&[calloop::signals::Signal::SIGTERM, calloop::signals::Signal::SIGINT])
+            .context("signal source")?;
+    handle
+        .insert_source(signals, |_, _, state| state.comp.loop_signal.stop())
+        .map_err(|e| anyhow!("signal source: {e}"))?;
+
+    state.comp.queue_redraw();
+    if let Backend::Headless(_) = state.backend {
+        headless::schedule(&mut state);
+    }
+    event_loop
+        .run(None, &mut state, |state| {
+            state.comp.space.refresh();
+            state.comp.popups.cleanup();
+            if let Err(e) = state.comp.display_handle.flush_clients() {
+                warn!("flushing Wayland clients: {e}");
+            }
+            if state.comp.redraw == Redraw::Queued {
+                match &mut state.backend {
+                    Backend::Headless(_) => headless::schedule(state),
+                    Backend::Winit(w) => w.backend.window().request_redraw(),
+                }
+            }
+        })
+        .context("event loop")?;
+
+    info!("shutting down after {} frames", state.comp.frames);
+    for guest in &state.comp.guests {
+        let _ = std::fs::remove_file(&guest.socket);
+    }
+    let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}
+
+fn bind_control(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another scanway answers on {}; pass --control", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).with_context(|| format!("control socket {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl Comp {
+    /// Ask for a frame (see the module documentation).
+    pub fn queue_redraw(&mut self) {
+        self.redraw = Redraw::Queued;
+    }
+
+    /// The Wayland window whose toplevel surface is `surface`.
+    pub fn find_wayland_window(&self, surface: &WlSurface) -> Option<Window> {
+        self.space.elements().find_map(|e| match e {
+            WindowElement::Wayland(w) if w.toplevel().is_some_and(|t| t.wl_surface() == surface) => Some(w.clone()),
+            _ => None,
+        })
+    }
+
+    /// Map a new window: to the right of the rightmost window when it fits in the output,
+    /// else below the lowest one.
+    pub fn place_window(&mut self, window: WindowElement) {
+        let output = self.output_size();
+        let size = window.geometry_size();
+        let mut right = 0;
+        let mut bottom = 0;
+        for e in self.space.elements() {
+            if let Some(r) = self.space.element_geometry(e) {
+                right = right.max(r.loc.x + r.size.w + GAP);
+                bottom = bottom.max(r.loc.y + r.size.h + GAP);
+            }
+        }
+        let location = if right + size.w <= output.w || right == 0 { (right, 0) } else { (0, bottom) };
+        self.space.map_element(window, location, true);
+        self.queue_redraw();
+    }
+
+    /// Remove a scanout's window from the space.
+    pub fn unmap_scanout(&mut self, window: &ScanoutWindow) {
+        self.space.unmap_elem(&WindowElement::Scanout(window.clone()));
+        self.queue_redraw();
+    }
+
+    /// Output size in pixels.
+    pub fn output_size(&self) -> Size<i32, Physical> {
+        self.output.current_mode().map_or((0, 0).into(), |m| m.size)
+    }
+
+    /// Run guest `index`'s queue after its kick, and show what it changed.
+    pub fn process_queue(&mut self, index: usize, queue: usize) {
+        let Some(guest) = self.guests.get_mut(index) else { return };
+        let changes = {
+            let mut device = lock(&guest.device);
+            device.process_queue(queue);
+            let events: Vec<_> = device.gpu_mut().drain_events().collect();
+            if events.is_empty() {
+                return;
+            }
+            guest.scanouts.apply(device.gpu(), events)
+        };
+        for window in changes.unmapped {
+            self.unmap_scanout(&window);
+        }
+        for window in changes.mapped {
+            let element = WindowElement::Scanout(window);
+            if self.space.elements().any(|e| *e == element) {
+                // Resized: stays where it is; the space re-reads its geometry.
+                let loc = self.space.element_location(&element).unwrap_or_default();
+                self.space.map_element(element, loc, false);
+            } else {
+                self.place_window(element);
+            }
+        }
+        if changes.redraw {
+            self.queue_redraw();
+        }
+    }
+
+    /// Upload every guest's pending flushed regions into their textures.
+    fn upload_scanouts(&mut self, renderer: &mut GlesRenderer) {
+        for guest in &mut self.guests {
+            let device = lock(&guest.device);
+            guest.scanouts.upload(renderer, device.gpu());
+        }
+    }
+
+    /// Draw the space into `framebuffer` with `damage_tracker` (`age`: 0 = unknown contents).
+    /// Returns whether anything was drawn.
+    pub fn render(
+        &mut self,
+        renderer: &mut GlesRenderer,
+        framebuffer: &mut <GlesRenderer as smithay::backend::renderer::RendererSuper>::Framebuffer<'_>,
+        damage_tracker: &mut OutputDamageTracker,
+        age: usize,
+    ) -> anyhow::Result<bool> {
+        self.upload_scanouts(renderer);
+        let result = render_output::<_, WindowRenderElement, _, _>(
+            &self.output,
+            renderer,
+            framebuffer,
+            1.0,
+            age,
+            [&self.space],
+            &[],
+            damage_tracker,
+            CLEAR_COLOR,
+        )
+        .map_err(|e| anyhow!("rendering the output: {e:?}"))?;
+        self.redraw = Redraw::Idle;
+        self.frames += 1;
+        Ok(result.damage.is_some())
+    }
+
+    /// Tell Wayland clients a frame was shown.
+    pub fn send_frame_callbacks(&mut self) {
+        let now = self.start.elapsed();
+        let output = self.output.clone();
+        for e in self.space.elements() {
+            if let WindowElement::Wayland(w) = e {
+                w.send_frame(&output, now, Some(Duration::ZERO), |_, _| Some(output.clone()));
+            }
+        }
+    }
+
+    /// The state `scanway list` shows (see `control::format_list`).
+    pub fn describe(&self) -> Value {
+        let guests: Vec<Value> = self
+            .guests
+            .iter()
+            .map(|guest| {
+                let device = lock(&guest.device);
+                let gpu = device.gpu();
+                let mut guest_x = 0u64;
+                let scanouts: Vec<Value> = (0..gpu.num_scanouts())
+                    .map(|id| {
+                        let window = guest.scanouts.window(id);
+                        let shown = guest.scanouts.is_mapped(id);
+                        let scanout = gpu.scanout(id).filter(|s| s.resource_id != 0 && shown);
+                        let Some(scanout) = scanout else {
+                            return json!({ "id": id, "enabled": false });
+                        };
+                        let format = gpu.resource(scanout.resource_id).map_or("?", |r| r.format.name());
+                        let geometry = window.and_then(|w| {
+                            self.space.element_geometry(&WindowElement::Scanout(w.clone()))
+                        });
+                        let x = guest_x;
+                        guest_x += u64::from(scanout.rect.width);
+                        json!({
+                            "id": id, "enabled": true,
+                            "x": x, "y": 0,
+                            "width": scanout.rect.width, "height": scanout.rect.height,
+                            "src_x": scanout.rect.x, "src_y": scanout.rect.y,
+                            "resource_id": scanout.resource_id, "format": format,
+                            "flush_count": scanout.flush_count,
+                            "uploads": window.map_or(0, ScanoutWindow::uploads),
+                            "path": "copied",
+                            "copies_per_flush": 1,
+                            "title": window.map(ScanoutWindow::title),
+                            "window": geometry.map(|g| json!({"x": g.loc.x, "y": g.loc.y, "width": g.size.w, "height": g.size.h})),
+                        })
+                    })
+                    .collect();
+                let resources: Vec<Value> = gpu
+                    .resources()
+                    .map(|(id, r)| json!({"id": id, "width": r.width, "height": r.height, "format": r.format.name()}))
+                    .collect();
+                json!({
+                    "name": guest.name, "socket": guest.socket, "connected": guest.connected(),
+                    "host_memory": gpu.host_memory_used(),
+                    "scanouts": scanouts, "resources": resources,
+                })
+            })
+            .collect();
+        let clients: Vec<Value> = self
+            .space
+            .elements()
+            .filter(|e| matches!(e, WindowElement::Wayland(_)))
+            .map(|e| {
+                let loc = self.space.element_location(e).unwrap_or_default();
+                json!({"title": e.title(), "x": loc.x, "y": loc.y})
+            })
+            .collect();
+        let size = self.output_size();
+        json!({
+            "output": {"width": size.w, "height": size.h},
+            "frames": self.frames,
+            "guests": guests,
+            "clients": clients,
+        })
+    }
+}
+
+impl WindowElement {
+    fn geometry_size(&self) -> Size<i32, smithay::utils::Logical> {
+        smithay::desktop::space::SpaceElement::geometry(self).size
+    }
+}
+
+impl State {
+    /// Answer a control request.
+    fn control(&mut self, req: Request) -> anyhow::Result<Value> {
+        match req {
+            Request::List => Ok(self.comp.describe()),
+            Request::ScreenshotScanout { guest, scanout, path } => {
+                let window = self
+                    .comp
+                    .guests
+                    .iter()
+                    .find(|g| g.name == guest)
+                    .ok_or_else(|| anyhow!("no guest named {guest}"))?
+                    .scanouts
+                    .window(scanout)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("guest {guest} has no scanout {scanout}"))?;
+                let renderer = self.backend.renderer();
+                let guest_index = self.comp.guests.iter().position(|g| g.name == guest).unwrap_or(0);
+                let shown = self.comp.guests.get(guest_index).is_some_and(|g| g.scanouts.is_mapped(scanout));
+                if !shown {
+                    anyhow::bail!("scanout {scanout} of {guest} shows nothing");
+                }
+                self.comp.upload_scanouts(renderer);
+                let size = window.size();
+                let size: Size<i32, Physical> = (size.w, size.h).into();
+                let elements: Vec<WindowRenderElement> = window
+                    .render_elements(renderer, (0, 0).into(), Scale::from(1.0), 1.0)
+                    .into_iter()
+                    .filter(|e| {
+                        !matches!(
+                            smithay::backend::renderer::element::Element::kind(e),
+                            smithay::backend::renderer::element::Kind::Cursor
+                        )
+                    })
+                    .map(WindowRenderElement::Texture)
+                    .collect();
+                screenshot(renderer, size, &elements, &path)?;
+                Ok(json!({"size": format!("{}x{}", size.w, size.h), "path": path}))
+            }
+            Request::ScreenshotOutput { path } => {
+                let renderer = self.backend.renderer();
+                self.comp.upload_scanouts(renderer);
+                let size = self.comp.output_size();
+                let scale = Scale::from(1.0);
+                let mut elements: Vec<WindowRenderElement> = Vec::new();
+                for e in self.comp.space.elements().rev() {
+                    let Some(loc) = self.comp.space.element_location(e) else { continue };
+                    let geo_loc = smithay::desktop::space::SpaceElement::geometry(e).loc;
+                    let physical = (loc - geo_loc).to_physical_precise_round(scale);
+                    elements.extend(AsRenderElements::<GlesRenderer>::render_elements::<WindowRenderElement>(
+                        e, renderer, physical, scale, 1.0,
+                    ));
+                }
+                screenshot(renderer, size, &elements, &path)?;
+                Ok(json!({"size": format!("{}x{}", size.w, size.h), "path": path}))
+            }
+        }
+    }
+}
+
+/// Render `elements` (topmost first) into a fresh offscreen buffer of `size` pixels and write it
+/// as a PNG to `path`.
+fn screenshot(
+    renderer: &mut GlesRenderer,
+    size: Size<i32, Physical>,
+    elements: &[WindowRenderElement],
+    path: &Path,
+) -> anyhow::Result<()> {
+    if size.w <= 0 || size.h <= 0 {
+        anyhow::bail!("nothing to capture ({}x{})", size.w, size.h);
+    }
+    let mut target: GlesRenderbuffer = renderer::offscreen_target(renderer, size)?;
+    let mut tracker = OutputDamageTracker::new(size, 1.0, Transform::Normal);
+    {
+        let mut fb = renderer.bind(&mut target).map_err(|e| anyhow!("bind: {e:?}"))?;
+        tracker
+            .render_output(renderer, &mut fb, 0, elements, CLEAR_COLOR)
+            .map_err(|e| anyhow!("rendering the screenshot: {e:?}"))?;
+    }
+    let rgba = renderer::read_rgba(renderer, &mut target, size)?;
+    renderer::write_png(path, size.w as u32, size.h as u32, &rgba)?;
+    info!("screenshot {}x{} -> {}", size.w, size.h, path.display());
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `scanway` binary: see `scanway --help` and README.md.
+
+fn main() -> std::process::ExitCode {
+    scanway::cli::main()
+}

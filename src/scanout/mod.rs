@@ -1,0 +1,438 @@
+//! Guest scanouts as compositor surfaces.
+//!
+//! [`GuestScanouts`] follows one guest's device-model events ([`GpuEvent`]) and keeps, per
+//! scanout, a [`ScanoutWindow`]: the element of the compositor's space that shows the scanout.
+//! Every resource that is scanned out gets a GL texture ([`ResourceTexture`]) with the
+//! resource's size and format; `RESOURCE_FLUSH` rectangles accumulate as pending uploads and
+//! as damage, and [`GuestScanouts::upload`] copies only those rectangles from the resource's
+//! host copy into the texture before a frame is drawn. Several flushes between two frames cost
+//! one upload of their bounding box.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
+
+use smithay::{
+    backend::{
+        allocator::Fourcc,
+        renderer::{
+            ImportMem, Renderer, Texture,
+            element::{Id, Kind, texture::TextureRenderElement},
+            gles::{GlesRenderer, GlesTexture},
+            utils::{CommitCounter, DamageBag},
+        },
+    },
+    utils::{Buffer, Logical, Physical, Point, Rectangle, Scale, Size, Transform},
+};
+use tracing::warn;
+
+use crate::virtio::{
+    device::{CursorImage, Gpu, GpuEvent, Rect, Resource},
+    format::Format,
+};
+
+/// How many damage rectangles a texture remembers for the damage tracker.
+const DAMAGE_HISTORY: usize = 16;
+
+/// The GL texture of one scanned-out resource (shape: the resource's width x height pixels).
+pub struct ResourceTexture {
+    texture: Option<GlesTexture>,
+    /// Format of the texture's pixels in memory as uploaded.
+    fourcc: Fourcc,
+    /// For formats GLES cannot take directly: the resource converted to RGBA8, same size.
+    shadow: Option<Vec<u8>>,
+    width: u32,
+    height: u32,
+    /// Region flushed but not yet uploaded (resource coordinates, pixels).
+    pending: Option<Rect>,
+    damage: DamageBag<i32, Buffer>,
+    /// Element id: a new texture is a new element, so switching resources damages the window.
+    id: Id,
+    /// Number of uploads (whole or partial), for `scanway list`.
+    uploads: u64,
+}
+
+impl ResourceTexture {
+    fn new(resource: &Resource) -> Self {
+        let (fourcc, converted) = upload_format(resource.format);
+        ResourceTexture {
+            texture: None,
+            fourcc,
+            shadow: converted.then(Vec::new),
+            width: resource.width,
+            height: resource.height,
+            pending: Some(Rect { x: 0, y: 0, width: resource.width, height: resource.height }),
+            damage: DamageBag::new(DAMAGE_HISTORY),
+            id: Id::new(),
+            uploads: 0,
+        }
+    }
+
+    fn flushed(&mut self, rect: Rect) {
+        self.pending = Some(match self.pending {
+            Some(p) => p.union(&rect).unwrap_or(rect),
+            None => rect,
+        });
+    }
+
+    /// Copy the pending region of `resource` into the texture.
+    fn upload(&mut self, renderer: &mut GlesRenderer, resource: &Resource) {
+        let Some(rect) = self.pending.take() else { return };
+        if resource.width != self.width || resource.height != self.height {
+            return;
+        }
+        let size: Size<i32, Buffer> = (self.width as i32, self.height as i32).into();
+        let region =
+            Rectangle::new((rect.x as i32, rect.y as i32).into(), (rect.width as i32, rect.height as i32).into());
+        let data: &[u8] = match self.shadow.as_mut() {
+            None => &resource.data,
+            Some(shadow) => {
+                convert_rect(resource, rect, shadow);
+                shadow
+            }
+        };
+        let result = match &self.texture {
+            Some(tex) => renderer.update_memory(tex, data, region),
+            None => renderer.import_memory(data, self.fourcc, size, false).map(|tex| {
+                self.texture = Some(tex);
+            }),
+        };
+        match result {
+            Ok(()) => {
+                self.uploads += 1;
+                self.damage.add([region]);
+            }
+            Err(e) => warn!("uploading {}x{} of a resource: {e:?}", rect.width, rect.height),
+        }
+    }
+}
+
+/// The fourcc a resource of `format` is uploaded as, and whether its pixels must be converted
+/// to RGBA8 first (GLES takes BGRA/RGBA byte orders only).
+fn upload_format(format: Format) -> (Fourcc, bool) {
+    match Fourcc::try_from(format.drm_fourcc()) {
+        Ok(f @ (Fourcc::Argb8888 | Fourcc::Xrgb8888 | Fourcc::Abgr8888 | Fourcc::Xbgr8888)) => (f, false),
+        _ if format.has_alpha() => (Fourcc::Abgr8888, true),
+        _ => (Fourcc::Xbgr8888, true),
+    }
+}
+
+/// Convert `rect` of `resource` into `shadow` (RGBA8, the resource's size, allocated on first use).
+fn convert_rect(resource: &Resource, rect: Rect, shadow: &mut Vec<u8>) {
+    let stride = resource.width as usize * 4;
+    let len = stride * resource.height as usize;
+    if shadow.len() != len {
+        shadow.clear();
+        shadow.resize(len, 0);
+    }
+    let (x0, x1) = (rect.x as usize * 4, (rect.x + rect.width) as usize * 4);
+    for y in rect.y as usize..(rect.y + rect.height) as usize {
+        let row = y * stride;
+        if let (Some(src), Some(dst)) = (resource.data.get(row + x0..row + x1), shadow.get_mut(row + x0..row + x1)) {
+            resource.format.to_rgba8(src, dst);
+        }
+    }
+}
+
+/// The cursor a guest set on a scanout through the cursor queue, drawn by the host.
+struct Cursor {
+    image: CursorImage,
+    texture: Option<GlesTexture>,
+    id: Id,
+    /// Position of the cursor's hot spot in scanout coordinates (pixels).
+    x: i32,
+    y: i32,
+}
+
+/// What a scanout window shows; shared between [`GuestScanouts`] and the space element.
+struct ScanoutView {
+    guest: String,
+    scanout_id: u32,
+    resource_id: u32,
+    /// Source rectangle in the resource (pixels); its size is the window's size.
+    rect: Rect,
+    texture: Option<Rc<RefCell<ResourceTexture>>>,
+    cursor: Option<Cursor>,
+}
+
+/// The space element of one guest scanout. Clones share state; equality is identity.
+#[derive(Clone)]
+pub struct ScanoutWindow(Rc<RefCell<ScanoutView>>);
+
+impl PartialEq for ScanoutWindow {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for ScanoutWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.title())
+    }
+}
+
+impl ScanoutWindow {
+    /// "NAME: scanout N (WxH)".
+    pub fn title(&self) -> String {
+        let v = self.0.borrow();
+        format!("{}: scanout {} ({}x{})", v.guest, v.scanout_id, v.rect.width, v.rect.height)
+    }
+
+    /// Guest name and scanout index.
+    pub fn ids(&self) -> (String, u32) {
+        let v = self.0.borrow();
+        (v.guest.clone(), v.scanout_id)
+    }
+
+    /// Window size in pixels (the scanout rectangle's size).
+    pub fn size(&self) -> Size<i32, Logical> {
+        let v = self.0.borrow();
+        (v.rect.width as i32, v.rect.height as i32).into()
+    }
+
+    /// Texture uploads of the resource shown, and whether one is shown.
+    pub fn uploads(&self) -> u64 {
+        self.0.borrow().texture.as_ref().map_or(0, |t| t.borrow().uploads)
+    }
+
+    /// Render elements, topmost first: the cursor, then the scanout picture. `location` is the
+    /// window's top-left corner on the output (physical pixels).
+    pub fn render_elements(
+        &self,
+        renderer: &mut GlesRenderer,
+        location: Point<i32, Physical>,
+        scale: Scale<f64>,
+        alpha: f32,
+    ) -> Vec<TextureRenderElement<GlesTexture>> {
+        let mut view = self.0.borrow_mut();
+        let mut out = Vec::with_capacity(2);
+        let origin = location.to_f64();
+        if let Some(cursor) = view.cursor.as_mut() {
+            if cursor.texture.is_none() {
+                let size: Size<i32, Buffer> = (cursor.image.width as i32, cursor.image.height as i32).into();
+                cursor.texture = renderer
+                    .import_memory(&cursor.image.rgba, Fourcc::Abgr8888, size, false)
+                    .map_err(|e| warn!("cursor texture: {e:?}"))
+                    .ok();
+            }
+            if let Some(tex) = &cursor.texture {
+                let hot = Point::<f64, Logical>::from((
+                    f64::from(cursor.x) - f64::from(cursor.image.hot_x),
+                    f64::from(cursor.y) - f64::from(cursor.image.hot_y),
+                ));
+                out.push(TextureRenderElement::from_static_texture(
+                    cursor.id.clone(),
+                    renderer.context_id(),
+                    origin + hot.to_physical(scale),
+                    tex.clone(),
+                    1,
+                    Transform::Normal,
+                    Some(alpha),
+                    None,
+                    None,
+                    None,
+                    Kind::Cursor,
+                ));
+            }
+        }
+        if let Some(tex) = view.texture.as_ref() {
+            let tex = tex.borrow();
+            if let Some(texture) = &tex.texture {
+                let r = view.rect;
+                let src = Rectangle::<f64, Logical>::new(
+                    (f64::from(r.x), f64::from(r.y)).into(),
+                    (f64::from(r.width), f64::from(r.height)).into(),
+                );
+                let opaque = (!tex.fourcc_has_alpha()).then(|| vec![Rectangle::from_size(texture.size())]);
+                out.push(TextureRenderElement::from_texture_with_damage(
+                    tex.id.clone(),
+                    renderer.context_id(),
+                    origin,
+                    texture.clone(),
+                    1,
+                    Transform::Normal,
+                    Some(alpha),
+                    Some(src),
+                    Some((r.width as i32, r.height as i32).into()),
+                    opaque,
+                    tex.damage.snapshot(),
+                    Kind::Unspecified,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The commit counter of the shown texture (changes whenever new pixels were uploaded).
+    pub fn current_commit(&self) -> Option<CommitCounter> {
+        let v = self.0.borrow();
+        v.texture.as_ref().map(|t| t.borrow().damage.current_commit())
+    }
+}
+
+impl ResourceTexture {
+    fn fourcc_has_alpha(&self) -> bool {
+        matches!(self.fourcc, Fourcc::Argb8888 | Fourcc::Abgr8888)
+    }
+}
+
+/// What changed in a guest's windows after [`GuestScanouts::apply`].
+#[derive(Default, Debug)]
+pub struct Changes {
+    /// Scanouts that got a picture (map their windows).
+    pub mapped: Vec<ScanoutWindow>,
+    /// Scanouts that were disabled (unmap their windows).
+    pub unmapped: Vec<ScanoutWindow>,
+    /// Something visible changed: redraw.
+    pub redraw: bool,
+}
+
+/// One guest's scanouts as the compositor shows them.
+pub struct GuestScanouts {
+    guest: String,
+    windows: Vec<ScanoutWindow>,
+    textures: HashMap<u32, Rc<RefCell<ResourceTexture>>>,
+}
+
+impl GuestScanouts {
+    /// `num_scanouts` windows for guest `guest`, none showing anything yet.
+    pub fn new(guest: &str, num_scanouts: u32) -> Self {
+        let windows = (0..num_scanouts)
+            .map(|scanout_id| {
+                ScanoutWindow(Rc::new(RefCell::new(ScanoutView {
+                    guest: guest.to_string(),
+                    scanout_id,
+                    resource_id: 0,
+                    rect: Rect { x: 0, y: 0, width: 0, height: 0 },
+                    texture: None,
+                    cursor: None,
+                })))
+            })
+            .collect();
+        GuestScanouts { guest: guest.to_string(), windows, textures: HashMap::new() }
+    }
+
+    /// The window of scanout `id`.
+    pub fn window(&self, id: u32) -> Option<&ScanoutWindow> {
+        self.windows.get(id as usize)
+    }
+
+    /// Every scanout window, by scanout index.
+    pub fn windows(&self) -> &[ScanoutWindow] {
+        &self.windows
+    }
+
+    /// Whether scanout `id` shows a resource.
+    pub fn is_mapped(&self, id: u32) -> bool {
+        self.window(id).is_some_and(|w| w.0.borrow().resource_id != 0)
+    }
+
+    /// Follow the device model's events (in order).
+    pub fn apply(&mut self, gpu: &Gpu, events: impl IntoIterator<Item = GpuEvent>) -> Changes {
+        let mut changes = Changes::default();
+        for event in events {
+            match event {
+                GpuEvent::ScanoutSet { scanout_id, resource_id, rect } => {
+                    self.set_scanout(gpu, scanout_id, resource_id, rect, &mut changes);
+                }
+                GpuEvent::ResourceFlush { resource_id, rect } => {
+                    if let Some(tex) = self.textures.get(&resource_id) {
+                        tex.borrow_mut().flushed(rect);
+                        changes.redraw = true;
+                    }
+                }
+                GpuEvent::ResourceDestroyed { resource_id } => {
+                    // Windows showing it keep their last picture until the guest sets another.
+                    self.textures.remove(&resource_id);
+                }
+                GpuEvent::CursorUpdate { scanout_id, image, x, y } => {
+                    let _ = self.take_cursor();
+                    if let Some(w) = self.windows.get(scanout_id as usize) {
+                        w.0.borrow_mut().cursor =
+                            image.map(|image| Cursor { image, texture: None, id: Id::new(), x, y });
+                    }
+                    changes.redraw = true;
+                }
+                GpuEvent::CursorMove { scanout_id, x, y } => {
+                    // The guest's one cursor may move from one scanout to another.
+                    if let Some(mut cursor) = self.take_cursor()
+                        && let Some(w) = self.windows.get(scanout_id as usize)
+                    {
+                        (cursor.x, cursor.y) = (x, y);
+                        w.0.borrow_mut().cursor = Some(cursor);
+                        changes.redraw = true;
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    fn take_cursor(&mut self) -> Option<Cursor> {
+        self.windows.iter().find_map(|w| w.0.borrow_mut().cursor.take())
+    }
+
+    fn set_scanout(&mut self, gpu: &Gpu, scanout_id: u32, resource_id: u32, rect: Rect, changes: &mut Changes) {
+        let Some(window) = self.windows.get(scanout_id as usize) else { return };
+        let was_mapped = window.0.borrow().resource_id != 0;
+        if resource_id == 0 {
+            let mut v = window.0.borrow_mut();
+            v.resource_id = 0;
+            v.texture = None;
+            v.cursor = None;
+            drop(v);
+            if was_mapped {
+                changes.unmapped.push(window.clone());
+            }
+            return;
+        }
+        let Some(resource) = gpu.resource(resource_id) else { return };
+        let texture = self
+            .textures
+            .entry(resource_id)
+            .or_insert_with(|| Rc::new(RefCell::new(ResourceTexture::new(resource))))
+            .clone();
+        let mut v = window.0.borrow_mut();
+        let resized = v.rect.width != rect.width || v.rect.height != rect.height;
+        v.resource_id = resource_id;
+        v.rect = rect;
+        v.texture = Some(texture);
+        drop(v);
+        if !was_mapped || resized {
+            changes.mapped.push(window.clone());
+        }
+        changes.redraw = true;
+    }
+
+    /// Upload every pending flushed region of the scanned-out resources from `gpu`'s host copies.
+    pub fn upload(&mut self, renderer: &mut GlesRenderer, gpu: &Gpu) {
+        for (&resource_id, tex) in &self.textures {
+            let mut tex = tex.borrow_mut();
+            if tex.pending.is_none() {
+                continue;
+            }
+            if let Some(resource) = gpu.resource(resource_id) {
+                tex.upload(renderer, resource);
+            }
+        }
+    }
+
+    /// Drop every texture and unmap every window (the guest disconnected).
+    pub fn clear(&mut self) -> Vec<ScanoutWindow> {
+        self.textures.clear();
+        let mut unmapped = Vec::new();
+        for w in &self.windows {
+            let mut v = w.0.borrow_mut();
+            if v.resource_id != 0 {
+                unmapped.push(w.clone());
+            }
+            v.resource_id = 0;
+            v.texture = None;
+            v.cursor = None;
+        }
+        unmapped
+    }
+
+    /// The guest's name.
+    pub fn guest(&self) -> &str {
+        &self.guest
+    }
+}

@@ -1,0 +1,10 @@
+//! The virtio-gpu device (virtio 1.2, section 5.7) and its vhost-user transport.
+//!
+//! [`device`] is the device model: plain Rust, driven by descriptor chains in guest memory,
+//! testable without GL or sockets. [`vhost`] serves it to a VMM over a vhost-user socket.
+
+pub mod device;
+pub mod edid;
+pub mod format;
+pub mod protocol;
+pub mod vhost;
