@@ -1089,7 +1089,6 @@ impl Gpu {
         let s = self.scanouts.get_mut(scanout_id as usize).ok_or(GuestError::InvalidScanoutId)?;
         s.resource_id = resource_id;
         s.rect = rect;
-        s.flush_count = 0;
         self.events.push(GpuEvent::ScanoutSet { scanout_id, resource_id, rect });
         Ok(Reply::NoData)
     }

@@ -222,15 +222,27 @@ fn name_payload(name: &str) -> [u8; 13] {
     out
 }
 
+/// Standard timings advertised besides the preferred one: (width in pixels, aspect code), all
+/// DMT modes at 60 Hz: 1920x1080, 1920x1200, 1680x1050, 1600x900, 1440x900, 1280x1024, 1280x720,
+/// 1280x800.
+const STANDARD_TIMINGS: [(u32, u8); 8] =
+    [(1920, 0b11), (1920, 0b00), (1680, 0b00), (1600, 0b11), (1440, 0b00), (1280, 0b10), (1280, 0b11), (1280, 0b00)];
+/// Range limits wide enough for the established and standard timings (vertical Hz, horizontal
+/// kHz, and the pixel clock in units of 10 MHz).
+const RANGE_V_HZ: (f64, f64) = (50.0, 76.0);
+const RANGE_H_KHZ: (f64, f64) = (30.0, 81.0);
+const RANGE_MAX_CLOCK_10MHZ: u8 = 20;
+
 /// Generates an EDID 1.4 base block (128 bytes, checksum included) for a
 /// digital display named `name` (printable ASCII, truncated to 13 characters)
 /// whose preferred timing is `width x height` pixels (see
 /// [`preferred_timing`]; sizes above 4095 are scaled down, 0 becomes 1).
 ///
 /// Contents: manufacturer "SWY", 8-bit DisplayPort digital input, 96 DPI
-/// physical size, sRGB chromaticity, no established/standard timings, then
-/// descriptors: preferred detailed timing, range limits (just around the
-/// preferred timing, "range limits only"), display product name, dummy.
+/// physical size, sRGB chromaticity, established timings 640x480, 800x600 and
+/// 1024x768 and eight standard timings (see [`STANDARD_TIMINGS`]), then
+/// descriptors: preferred detailed timing, range limits (covering every listed
+/// timing, "range limits only"), display product name, dummy.
 /// Never panics.
 pub fn generate(width: u32, height: u32, name: &str) -> [u8; EDID_SIZE] {
     let t = preferred_timing(width, height);
@@ -265,28 +277,33 @@ pub fn generate(width: u32, height: u32, name: &str) -> [u8; EDID_SIZE] {
     e[24] = 0x06;
     // sRGB chromaticity coordinates.
     e[25..35].copy_from_slice(&[0xee, 0x91, 0xa3, 0x54, 0x4c, 0x99, 0x26, 0x0f, 0x50, 0x54]);
-    // No established timings (35..38 stay zero); standard timings unused.
-    for slot in e[38..54].iter_mut() {
-        *slot = 0x01;
+    // Established timings: 640x480, 800x600 and 1024x768 at 60 Hz, so a guest can pick the
+    // common modes besides the preferred one (with an EDID, Linux lists only EDID modes).
+    e[35] = 0x21;
+    e[36] = 0x08;
+    // Standard timings (DMT modes at 60 Hz): first byte = width / 8 - 31, second = aspect ratio
+    // (00 16:10, 10 5:4, 11 16:9) << 6 | (refresh - 60).
+    for (slot, (width, aspect)) in e[38..54].chunks_exact_mut(2).zip(STANDARD_TIMINGS) {
+        slot[0] = (width / 8 - 31) as u8;
+        slot[1] = aspect << 6;
     }
-
     // Descriptor 1: preferred detailed timing.
     let mut dtd = [0u8; 18];
     push_dtd(&mut dtd, &t, size_mm);
     e[54..72].copy_from_slice(&dtd);
 
-    // Descriptor 2: display range limits, bracketing the preferred timing.
+    // Descriptor 2: display range limits, covering the preferred and every listed timing.
     let refresh = t.refresh_hz();
     let hfreq = t.h_freq_khz();
     let byte = |v: f64| v.clamp(1.0, 255.0) as u8;
     let clock_10mhz = t.pixel_clock_hz.div_ceil(10_000_000).clamp(1, 255) as u8;
     let mut range = [0u8; 18];
     range[3] = 0xfd;
-    range[5] = byte(refresh.floor() - 1.0);
-    range[6] = byte(refresh.ceil() + 1.0);
-    range[7] = byte(hfreq.floor() - 1.0);
-    range[8] = byte(hfreq.ceil() + 1.0);
-    range[9] = clock_10mhz;
+    range[5] = byte((refresh.floor() - 1.0).min(RANGE_V_HZ.0));
+    range[6] = byte((refresh.ceil() + 1.0).max(RANGE_V_HZ.1));
+    range[7] = byte((hfreq.floor() - 1.0).min(RANGE_H_KHZ.0));
+    range[8] = byte((hfreq.ceil() + 1.0).max(RANGE_H_KHZ.1));
+    range[9] = clock_10mhz.max(RANGE_MAX_CLOCK_10MHZ);
     range[10] = 0x01; // Range limits only, no secondary timing formula.
     range[11] = 0x0a;
     for slot in range[12..].iter_mut() {

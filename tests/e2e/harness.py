@@ -1,0 +1,617 @@
+"""Plumbing shared by the end-to-end suite (run.py) and the benchmark (bench.py).
+
+Python 3 standard library only.  Everything started here is registered in a
+`Procs` and ended by PID (SIGTERM, then SIGKILL) when the case ends, also on
+failure or Ctrl-C.
+
+Backends (what serves the vhost-user-gpu sockets):
+  Scanway   `scanway run ...`; screenshots with `scanway screenshot`, state with
+            `scanway list --json`, connection events from its stdout lines.
+  CBackend  QEMU's C backend, one `/usr/lib/qemu/vhost-user-gpu --socket-path=...`
+            per guest socket (it serves one connection, then exits); screenshots
+            come from QMP `screendump` of the guest's QEMU (the C backend forwards
+            scanouts to QEMU); it has no listing and no output of its own.
+Guests are booted with tests/guest/run-guest.sh.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+KIT = REPO / "tests" / "guest"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target").resolve()
+GUEST_OUT = TARGET / "guest"
+RUN_GUEST = KIT / "run-guest.sh"
+CHECK_PATTERN = KIT / "check-pattern.py"
+C_BACKEND_BIN = "/usr/lib/qemu/vhost-user-gpu"
+DEFAULT_SCANWAY = TARGET / "release" / "scanway"
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(KIT))
+from qmp import QMP  # noqa: E402  (tests/guest/qmp.py)
+
+# Lines a test guest prints when its picture is up (or its test is done).
+READY_RE = r"^GUEST-(PATTERN-READY|MULTIHEAD-READY|ANIMATE-DONE|FBPATTERN-READY|EDID-DONE)\b.*$"
+PANIC_RE = re.compile(r"panicked at|RUST_BACKTRACE|stack backtrace:")
+
+
+class CaseFailure(Exception):
+    """A check failed; the message is the one-line reason."""
+
+
+class Skip(Exception):
+    """The case does not apply to this backend."""
+
+
+def build_guest():
+    """Build (or reuse) the guest kernel + initramfs in target/guest."""
+    r = subprocess.run([str(KIT / "build-guest.sh"), str(GUEST_OUT)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr)
+        raise SystemExit(f"tests/guest/build-guest.sh failed (rc {r.returncode})")
+    return GUEST_OUT
+
+
+# --------------------------------------------------------------------- logging
+class CaseLog:
+    """Per-case directory target/e2e/<case>/ with the driver's own step log."""
+
+    def __init__(self, root, name):
+        self.dir = Path(root) / name
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        self.t0 = time.monotonic()
+        self._f = open(self.dir / "case.log", "w", buffering=1)
+
+    def __call__(self, msg):
+        self._f.write(f"[{time.monotonic() - self.t0:7.2f}s] {msg}\n")
+
+    def close(self):
+        self._f.close()
+
+
+class Deadline:
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+        self.seconds = seconds
+
+    def left(self, cap=None):
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise CaseFailure(f"case timeout ({self.seconds:.0f}s) reached")
+        return left if cap is None else min(left, cap)
+
+
+# ------------------------------------------------------------------- processes
+class Procs:
+    """Processes started by a case, ended by PID in reverse start order."""
+
+    def __init__(self, log):
+        self.log = log
+        self.items = []   # (name, Popen)
+        self.extra = []   # (name, pid, cmdline substring): not our children (QEMU)
+
+    def spawn(self, name, argv, *, stdout=None, stderr=None, env=None, pipe_stdout=False):
+        self.log(f"start {name}: {' '.join(str(a) for a in argv)}")
+        out = subprocess.PIPE if pipe_stdout else (open(stdout, "wb") if stdout else subprocess.DEVNULL)
+        err = open(stderr, "wb") if stderr else subprocess.STDOUT if stdout else subprocess.DEVNULL
+        p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                             env=env, start_new_session=True)
+        for f in (out, err):
+            if hasattr(f, "close") and f not in (subprocess.PIPE, subprocess.STDOUT):
+                f.close()
+        self.items.append((name, p))
+        self.log(f"{name}: pid {p.pid}")
+        return p
+
+    def adopt(self, name, pid, marker):
+        """Also end pid at cleanup if it is still there and its command line
+        holds marker (a path unique to this case, so a reused pid is spared)."""
+        self.extra.append((name, pid, marker))
+
+    def stop(self, p, name="?", sig=signal.SIGTERM, grace=10.0):
+        """Signal p (by PID), wait up to grace seconds, then SIGKILL.  Returns rc."""
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.log(f"{name} (pid {p.pid}) still running {grace:.0f}s after signal {sig}: SIGKILL")
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        return p.returncode
+
+    def cleanup(self):
+        for name, p in reversed(self.items):
+            if p.poll() is None:
+                self.stop(p, name, grace=5.0)
+        for name, pid, marker in self.extra:
+            if pid_is(pid, marker):
+                self.log(f"kill leftover {name} pid {pid}")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def pid_is(pid, marker):
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class LineLog:
+    """Reads a child's stdout line by line into memory and a log file."""
+
+    def __init__(self, stream, path):
+        self.lines = []
+        self.closed = False
+        self.cv = threading.Condition()
+        self._f = open(path, "w", buffering=1)
+        self._stream = stream
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        for raw in iter(self._stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            with self.cv:
+                self.lines.append(line)
+                self._f.write(line + "\n")
+                self.cv.notify_all()
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+
+    def text(self):
+        with self.cv:
+            return "\n".join(self.lines)
+
+    def count(self, regex):
+        with self.cv:
+            return sum(1 for ln in self.lines if re.search(regex, ln))
+
+    def wait(self, regex, timeout, nth=1, what="line"):
+        """Wait until the nth line matching regex; returns its match."""
+        end = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                seen = 0
+                for ln in self.lines:
+                    m = re.search(regex, ln)
+                    if m:
+                        seen += 1
+                        if seen == nth:
+                            return m
+                if self.closed:
+                    raise CaseFailure(f"output ended (process exited) before {what}")
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise CaseFailure(f"no {what} within {timeout:.0f}s")
+                self.cv.wait(left)
+
+
+# ------------------------------------------------------------------------ guest
+class Guest:
+    """One QEMU, booted by run-guest.sh against a vhost-user-gpu socket."""
+
+    def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
+                 force_heads=True, reconnect_ms=None, args=None, timeout=300):
+        self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
+        self.name = Path(socket).stem  # the backend's name for this guest
+        self.workdir = ctx.dir / tag
+        self.qmp = ctx.tmp / f"qmp-{tag}.sock"
+        self.serial = self.workdir / "serial.log"
+        argv = [RUN_GUEST, "--socket", socket, "--test", test, "--out", GUEST_OUT,
+                "--workdir", self.workdir, "--qmp", self.qmp, "--timeout", str(int(timeout)), "--quiet"]
+        if hold is not None:
+            argv += ["--hold", str(hold)]
+        if mode:
+            argv += ["--mode", mode]
+        if frames:
+            argv += ["--frames", str(frames)]
+        if outputs > 1:
+            argv += ["--outputs", str(outputs)]
+            if not force_heads:
+                argv.append("--no-force-heads")
+        if reconnect_ms is not None:
+            argv += ["--reconnect-ms", str(reconnect_ms)]
+        if args:
+            argv += ["--args", args]
+        self.argv = argv
+        self.proc = None
+        self._qemu_pid = None
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = self.ctx.procs.spawn(f"run-guest {self.tag}", self.argv,
+                                         stdout=self.ctx.dir / f"run-guest-{self.tag}.log")
+        return self
+
+    def serial_text(self):
+        try:
+            return self.serial.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def qemu_pid(self, timeout=10):
+        if self._qemu_pid:
+            return self._qemu_pid
+        end = time.monotonic() + timeout
+        pidfile = self.workdir / "qemu.pid"
+        while True:
+            try:
+                self._qemu_pid = int(pidfile.read_text().strip())
+                self.ctx.procs.adopt(f"qemu {self.tag}", self._qemu_pid, str(self.serial))
+                return self._qemu_pid
+            except (OSError, ValueError):
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    break
+                time.sleep(0.05)
+        raise CaseFailure(f"{self.tag}: no QEMU pid ({self._why_dead()})")
+
+    def _why_dead(self):
+        log = self.ctx.dir / f"run-guest-{self.tag}.log"
+        try:
+            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+        except OSError:
+            tail = []
+        return f"run-guest exited rc={self.proc.returncode}: " + " | ".join(tail)
+
+    def wait(self, regex, timeout, what=None):
+        """Wait for a serial line matching regex (multiline); fail early on
+        GUEST-ERROR, a kernel panic, or QEMU exiting."""
+        what = what or regex
+        end = time.monotonic() + timeout
+        while True:
+            text = self.serial_text()
+            m = re.search(regex, text, re.M)
+            if m:
+                return m
+            bad = re.search(r"^GUEST-ERROR.*$|Kernel panic.*$", text, re.M)
+            if bad:
+                raise CaseFailure(f"{self.tag}: {bad.group(0).strip()}")
+            if self.proc.poll() is not None:
+                m = re.search(regex, self.serial_text(), re.M)
+                if m:
+                    return m
+                raise CaseFailure(f"{self.tag}: guest ended before {what} ({self._why_dead()})")
+            if time.monotonic() > end:
+                last = " | ".join(text.strip().splitlines()[-3:])
+                raise CaseFailure(f"{self.tag}: no {what} within {timeout:.0f}s (serial: {last})")
+            time.sleep(0.05)
+
+    def wait_ready(self, timeout):
+        line = self.wait(READY_RE, timeout, "READY/DONE line").group(0).strip()
+        self.ctx.log(f"{self.tag}: {line}")
+        return line
+
+    def screendump(self, head, path):
+        q = QMP(str(self.qmp))
+        try:
+            q.cmd("screendump", filename=str(path), format="png", device="gpu0", head=int(head))
+        finally:
+            q.sock.close()
+
+    def quit(self, grace=20.0):
+        """QMP quit, then wait for run-guest.sh; returns its rc."""
+        if self.proc.poll() is None:
+            try:
+                QMP(str(self.qmp), timeout=5, connect_timeout=2).cmd("quit")
+            except (OSError, EOFError, RuntimeError) as e:
+                self.ctx.log(f"{self.tag}: QMP quit failed: {e}")
+        try:
+            return self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return self.ctx.procs.stop(self.proc, f"run-guest {self.tag}")
+
+    def kill_qemu(self, grace=20.0):
+        """SIGKILL QEMU (the VM dies without any goodbye on the socket)."""
+        pid = self.qemu_pid()
+        self.ctx.log(f"{self.tag}: SIGKILL QEMU pid {pid}")
+        os.kill(pid, signal.SIGKILL)
+        try:
+            return self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return self.ctx.procs.stop(self.proc, f"run-guest {self.tag}")
+
+
+# ------------------------------------------------------------------------ case
+class Ctx:
+    """What a case gets: its log dir, a temp dir for sockets, its processes."""
+
+    def __init__(self, name, opts, timeout, root, c_mode=False):
+        self.name, self.opts = name, opts
+        self.log = CaseLog(root, name)
+        self.dir = self.log.dir
+        self.tmp = tmpdir()
+        self.procs = Procs(self.log)
+        self.deadline = Deadline(timeout * opts.timeout_scale)
+        self.c_mode = c_mode
+        self.guests = []
+
+    def sock(self, name):
+        return self.tmp / f"{name}.sock"
+
+    def backend(self, guests, **kw):
+        """Start the backend for {name: outputs}; returns it once it listens."""
+        spec = {n: (self.sock(n), outputs) for n, outputs in guests.items()}
+        if self.c_mode:  # kw (output size, winit) only concerns scanway
+            b = CBackend(self, self.opts.c_backend_bin)
+        else:
+            b = Scanway(self, self.opts.backend_bin, **kw)
+        return b.start(spec)
+
+    def finish(self, backend, *guests):
+        """Quit the guests over QMP (run-guest.sh must then exit 0), wait for the
+        backend to see them go, and stop it (scanway must exit 0, no panic)."""
+        for g in guests:
+            rc = g.quit()
+            self.log(f"{g.tag}: run-guest rc={rc}")
+            if rc != 0:
+                raise CaseFailure(f"{g.tag}: run-guest.sh exited {rc} (see {g.serial})")
+        for name in sorted({g.name for g in guests}):
+            backend.disconnected(name)
+        backend.stop()
+
+    def guest(self, tag, sock_name, test, **kw):
+        # run-guest.sh's own timeout is only a backstop behind the case's
+        kw.setdefault("timeout", self.deadline.left() + 30)
+        g = Guest(self, tag, self.sock(sock_name), test, **kw).start()
+        self.guests.append(g)
+        return g
+
+    def close(self):
+        for g in self.guests:  # so that a QEMU outliving its run-guest.sh is ended too
+            try:
+                g.qemu_pid(timeout=0)
+            except CaseFailure:
+                pass
+        self.procs.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.log.close()
+
+
+# --------------------------------------------------------------------- backends
+class Scanway:
+    kind = "scanway"
+    force_heads = False  # scanway answers GET_DISPLAY_INFO itself: every output enabled
+
+    def __init__(self, ctx, binary, *, backend="headless", size=None, env=None, stop_grace=15.0):
+        self.ctx, self.bin, self.backend, self.size = ctx, str(binary), backend, size
+        self.control = ctx.tmp / "ctl.sock"
+        self.env = dict(os.environ if env is None else env)
+        xdg = ctx.tmp / "xdg"
+        xdg.mkdir(mode=0o700, exist_ok=True)
+        self.env["XDG_RUNTIME_DIR"] = str(xdg)
+        self.env.setdefault("RUST_BACKTRACE", "1")
+        self.stop_grace = stop_grace
+        self.proc = self.out = None
+
+    def start(self, guests):
+        """guests: {name: (socket, outputs)}; returns once every guest listens."""
+        argv = [self.bin, "run", "--backend", self.backend, "--control", self.control]
+        if self.size:
+            argv += ["--size", self.size]
+        for name, (sock, outputs) in guests.items():
+            argv += ["--guest", f"{name}={sock}" + (f",outputs={outputs}" if outputs > 1 else "")]
+        self.proc = self.ctx.procs.spawn("scanway", argv, pipe_stdout=True,
+                                         stderr=self.ctx.dir / "scanway.stderr.log", env=self.env)
+        self.out = LineLog(self.proc.stdout, self.ctx.dir / "scanway.stdout.log")
+        for name, (sock, _) in guests.items():
+            try:
+                m = self.out.wait(rf"^scanway: guest {re.escape(name)} listening on (.*)$",
+                                  self.ctx.deadline.left(30), what=f"'guest {name} listening' line")
+            except CaseFailure as e:
+                if self.proc.poll() is None:
+                    raise
+                raise CaseFailure(f"scanway exited rc={self.proc.returncode} before listening for {name}"
+                                  f"{self._stderr_tail()}") from e
+            if m.group(1) != str(sock):
+                raise CaseFailure(f"scanway listens for {name} on {m.group(1)}, asked for {sock}")
+        return self
+
+    def _events(self, name, event, nth, timeout):
+        self.out.wait(rf"^scanway: guest {re.escape(name)} {event}$", self.ctx.deadline.left(timeout),
+                      nth=nth, what=f"'guest {name} {event}' line #{nth}")
+
+    def connected(self, name, nth=1, timeout=30):
+        self._events(name, "connected", nth, timeout)
+
+    def disconnected(self, name, nth=None, timeout=15):
+        """Wait for the nth "disconnected" line (default: as many as "connected" lines)."""
+        self._events(name, "disconnected", nth or self.events(name, "connected"), timeout)
+
+    def events(self, name, event):
+        return self.out.count(rf"^scanway: guest {re.escape(name)} {event}$")
+
+    def ctl(self, *args, timeout=60):
+        argv = [self.bin, *args[:1], "--control", str(self.control), *args[1:]]
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=self.ctx.deadline.left(timeout), env=self.env)
+        self.ctx.log(f"$ {' '.join(argv)} -> rc {r.returncode}" + (f": {r.stderr.strip()}" if r.stderr.strip() else ""))
+        if r.returncode != 0:
+            raise CaseFailure(f"scanway {args[0]} failed (rc {r.returncode}): {r.stderr.strip()[-300:]}")
+        return r.stdout
+
+    def list(self, tag=None):
+        out = self.ctl("list", "--json")
+        if tag:
+            (self.ctx.dir / f"list-{tag}.json").write_text(out)
+        try:
+            return json.loads(out)
+        except ValueError as e:
+            raise CaseFailure(f"scanway list --json is not JSON: {e}")
+
+    def shot_scanout(self, name, scanout, path, guest=None):
+        self.ctl("screenshot", "--guest", name, "--scanout", str(scanout), "-o", str(path))
+
+    def shot_output(self, path, guest=None):
+        self.ctl("screenshot", "--output", "-o", str(path))
+
+    def rearm(self, name):
+        pass  # scanway keeps listening on its sockets
+
+    def stop(self):
+        """SIGTERM; scanway must exit 0 without a panic."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
+            raise CaseFailure(f"scanway exited early (rc {self.proc.returncode})" + self._panic_note())
+        rc = self.ctx.procs.stop(self.proc, "scanway", grace=self.stop_grace)
+        self.ctx.log(f"scanway exited rc={rc}")
+        if rc != 0:
+            raise CaseFailure(f"scanway exited {rc} after SIGTERM" + self._panic_note())
+        note = self._panic_note()
+        if note:
+            raise CaseFailure("scanway printed a panic" + note)
+
+    def _stderr_tail(self):
+        try:
+            lines = (self.ctx.dir / "scanway.stderr.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {' | '.join(lines[-2:])[:300]}" if lines else ""
+
+    def _panic_note(self):
+        time.sleep(0.1)
+        text = self.out.text() + "\n" + (self.ctx.dir / "scanway.stderr.log").read_text(errors="replace")
+        for ln in text.splitlines():
+            if PANIC_RE.search(ln):
+                return f": {ln.strip()[:200]}"
+        return ""
+
+
+class CBackend:
+    """QEMU's C vhost-user-gpu backend, one process per guest socket."""
+    kind = "c"
+    force_heads = True  # it asks QEMU's UI, which (-display none) enables only output 0
+
+    def __init__(self, ctx, binary=C_BACKEND_BIN):
+        self.ctx, self.bin = ctx, binary
+        self.procs, self.socks = {}, {}
+        self.generation = {}
+
+    def _spawn(self, name):
+        sock = self.socks[name]
+        try:
+            os.unlink(sock)
+        except FileNotFoundError:
+            pass
+        gen = self.generation.get(name, 0) + 1
+        self.generation[name] = gen
+        self.procs[name] = self.ctx.procs.spawn(f"vhost-user-gpu {name}", [self.bin, f"--socket-path={sock}"],
+                                                stdout=self.ctx.dir / f"c-backend-{name}-{gen}.log")
+        end = time.monotonic() + self.ctx.deadline.left(10)
+        while not Path(sock).is_socket():
+            if self.procs[name].poll() is not None or time.monotonic() > end:
+                raise CaseFailure(f"C backend for {name} did not listen on {sock}")
+            time.sleep(0.05)
+
+    def start(self, guests):
+        for name, (sock, _outputs) in guests.items():
+            self.socks[name] = str(sock)
+            self._spawn(name)
+        return self
+
+    def connected(self, name, nth=1, timeout=30):
+        pass
+
+    def disconnected(self, name, nth=None, timeout=15):
+        pass
+
+    def list(self, tag=None):
+        return None
+
+    def shot_scanout(self, name, scanout, path, guest):
+        guest.screendump(scanout, path)
+
+    def shot_output(self, path, guest):
+        guest.screendump(0, path)
+
+    def rearm(self, name):
+        """The C backend exits when its one connection ends: start a new one."""
+        p = self.procs[name]
+        try:
+            p.wait(self.ctx.deadline.left(10))
+        except subprocess.TimeoutExpired:
+            self.ctx.log(f"C backend {name} still running after its QEMU died: stopping it")
+            self.ctx.procs.stop(p, f"vhost-user-gpu {name}")
+        self._spawn(name)
+
+    def stop(self):
+        for name, p in self.procs.items():
+            self.ctx.procs.stop(p, f"vhost-user-gpu {name}", grace=5.0)
+
+
+# ---------------------------------------------------------------------- checks
+def check_pattern(ctx, path, *, head=0, frame=0, size=None, locate=False):
+    """Run check-pattern.py; returns its OK line or raises CaseFailure."""
+    argv = [sys.executable, CHECK_PATTERN, str(path), "--head", str(head), "--frame", str(frame)]
+    if size:
+        argv += ["--size", size]
+    if locate:
+        argv.append("--locate")
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = r.stdout.strip()
+    ctx.log(f"check-pattern {Path(path).name} head={head} frame={frame}{' --locate' if locate else ''}: {out}")
+    if r.returncode != 0:
+        subprocess.run(argv + ["--diff", str(path) + ".diff.ppm", "-q"], stdout=subprocess.DEVNULL)
+        raise CaseFailure(out.splitlines()[-1][:400] if out else f"check-pattern rc {r.returncode}")
+    return out
+
+
+def shoot_and_check(ctx, take, path, attempts=1, pause=1.0, **check):
+    """take(path) then check_pattern(path, **check), retrying a few times for
+    pictures that may lag a frame (fbdev damage worker, a window's redraw)."""
+    for i in range(1, attempts + 1):
+        take(path)
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            raise CaseFailure(f"no screenshot written to {path}")
+        try:
+            out = check_pattern(ctx, path, **check)
+            return out if i == 1 else f"{out} (attempt {i})"
+        except CaseFailure:
+            if i == attempts:
+                raise
+            time.sleep(pause)
+
+
+def located(out):
+    m = re.search(r"located picture at (\d+),(\d+),(\d+)x(\d+)", out)
+    return tuple(int(v) for v in m.groups()) if m else None
+
+
+def tmpdir():
+    # sockets need short paths (sun_path is 108 bytes): keep them in /tmp
+    return Path(tempfile.mkdtemp(prefix="scanway-e2e."))
+
+
+def free_x_display(start=90):
+    n = start
+    while Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
+        n += 1
+    return n

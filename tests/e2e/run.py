@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""scanway end-to-end suite: real guests (QEMU, TCG) drawing through virtio-gpu
+into scanway, checked pixel-exactly.  Python 3 standard library only.
+
+  tests/e2e/run.py [--only CASE,...] [--backend-bin PATH] [--c-backend [--c-backend-bin PATH]]
+                   [--timeout-scale F] [--frames N] [--list] [--no-build-guest]
+
+Each case starts `scanway run --backend headless --control <tmp>/ctl.sock
+--guest g0=<tmp>/g0.sock[,outputs=N]` (waits for its "listening" line), boots
+the test guest (tests/guest/run-guest.sh --hold 0) against that socket, waits
+for the guest's READY/DONE line, takes `scanway screenshot --guest g0 --scanout
+N` (checked exactly: the shot is the scanout) and `scanway screenshot --output`
+(checked with --locate), quits QEMU over QMP and stops scanway with SIGTERM:
+scanway must exit 0 without a panic.
+
+--c-backend: QEMU's C backend (/usr/lib/qemu/vhost-user-gpu) serves the sockets
+instead and screenshots come from QMP screendump; validates the guest kit and
+this driver.  scanway-only checks (list, connection lines, nested) are skipped.
+
+Logs of case C: target/e2e/C/ (driver steps in case.log, scanway's stdout and
+stderr, run-guest logs, serial logs, screenshots, list JSON).  One line per
+case, then "N passed, N failed"; exit status 1 on any failure.
+"""
+import argparse
+import fnmatch
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as H  # noqa: E402
+from harness import CaseFailure, Skip  # noqa: E402
+
+BOOT = 120  # seconds to the READY line (boot is ~5-10 s under TCG here)
+
+
+def size_of(line):
+    m = re.search(r"\b(\d+)x(\d+)\b", line)
+    return f"{m.group(1)}x{m.group(2)}"
+
+
+def scanout_info(listing, name, sid):
+    g = guest_info(listing, name)
+    for s in g.get("scanouts", []):
+        if s.get("id") == sid:
+            return s
+    raise CaseFailure(f"scanway list: guest {name} has no scanout {sid}")
+
+
+def guest_info(listing, name):
+    for g in listing.get("guests", []):
+        if g.get("name") == name:
+            return g
+    raise CaseFailure(f"scanway list: no guest {name}")
+
+
+def assert_scanout(listing, name, sid, size):
+    """The listing agrees with what the guest set: enabled, size, a known resource."""
+    s = scanout_info(listing, name, sid)
+    w, h = (int(v) for v in size.split("x"))
+    if not s.get("enabled") or (s.get("width"), s.get("height")) != (w, h):
+        raise CaseFailure(f"scanway list: {name} scanout {sid} is {s}, expected enabled {size}")
+    res = {r.get("id"): r for r in guest_info(listing, name).get("resources", [])}
+    rid = s.get("resource_id")
+    r = res.get(rid)
+    if not rid or r is None:
+        raise CaseFailure(f"scanway list: {name} scanout {sid} shows resource {rid}, not in resources {sorted(res)}")
+    if (r.get("width"), r.get("height")) != (w, h) or s.get("format") != "B8G8R8X8_UNORM":
+        raise CaseFailure(f"scanway list: {name} scanout {sid} resource {r} / format {s.get('format')}"
+                          f" do not match the guest's {size} XRGB8888 buffer")
+    return s
+
+
+# what must not change on a guest's scanout while another guest comes and goes
+# (its window's position may: a compositor may re-arrange its windows)
+SCANOUT_STATE = ("enabled", "width", "height", "resource_id", "format", "flush_count")
+
+
+def scanout_state(listing, name, sid, size):
+    s = assert_scanout(listing, name, sid, size)
+    return {k: s.get(k) for k in SCANOUT_STATE}
+
+
+def output_check(ctx, b, guest, heads=(0,), frame=0):
+    """`scanway screenshot --output`, the picture found with --locate.  With
+    several heads, the first picture found may be any of them."""
+    path = ctx.dir / "output.png"
+    last = None
+    for attempt in range(3):
+        b.shot_output(path, guest)
+        for head in heads:
+            try:
+                out = H.check_pattern(ctx, path, head=head, frame=frame, locate=True)
+                box = H.located(out)
+                return f"output: head {head} at {box[0]},{box[1]}" if box else "output ok"
+            except CaseFailure as e:
+                last = e
+        time.sleep(1.0)
+    raise CaseFailure(f"output screenshot: {last}")
+
+
+# ------------------------------------------------------------------------ cases
+def one_picture(ctx, test, mode=None, size=None, expect=None, frames=None, attempts=1):
+    """Boot TEST on g0, check scanout 0 exactly and the output with --locate."""
+    b = ctx.backend({"g0": 1}, size=size)
+    g = ctx.guest("g0", "g0", test, mode=mode, frames=frames)
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT))
+    wh = size_of(line)
+    if expect and wh != expect:
+        raise CaseFailure(f"guest chose {wh}, expected {expect}: {line}")
+    m = re.search(r"picture=(\d+)", line)
+    frame = int(m.group(1)) if m else 0
+    time.sleep(0.5)
+    details = [line.split()[0][6:].lower(), wh]
+    listing = b.list("ready")
+    if listing is not None:
+        s = assert_scanout(listing, "g0", 0, wh)
+        if frames and s.get("flush_count", 0) < frames - 1:
+            raise CaseFailure(f"scanway list: flush_count {s.get('flush_count')} < {frames - 1} page flips")
+        details.append(f"flushes={s.get('flush_count')}")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p, g), ctx.dir / "scanout0.png",
+                      attempts=attempts, frame=frame, size=wh)
+    details.append("scanout exact")
+    if m:
+        details.append(f"frame {frame}")
+    details.append(output_check(ctx, b, g, frame=frame))
+    fps = re.search(r"fps=([\d.]+)", line)
+    if fps:
+        details.append(f"{fps.group(1)} fps")
+    ctx.finish(b, g)
+    return ", ".join(details)
+
+
+def case_pattern(ctx):
+    return one_picture(ctx, "pattern", expect="1280x800")
+
+
+def case_pattern_1024(ctx):
+    return one_picture(ctx, "pattern", mode="1024x768", expect="1024x768")
+
+
+def case_pattern_1920(ctx):
+    # a 1920x1080 scanout is as big as the default output: give the output room
+    return one_picture(ctx, "pattern", mode="1920x1080", expect="1920x1080", size="2560x1600")
+
+
+def case_fbpattern(ctx):
+    # the fbdev emulation flushes from a kernel worker: allow it a moment
+    return one_picture(ctx, "fbpattern", expect="1280x800", attempts=3)
+
+
+def case_animate(ctx):
+    return one_picture(ctx, "animate", frames=ctx.opts.frames)
+
+
+def case_multihead(ctx):
+    # two scanouts side by side need more than the default 1920x1080 output
+    b = ctx.backend({"g0": 2}, size="3840x2160")
+    g = ctx.guest("g0", "g0", "multihead", outputs=2, force_heads=b.force_heads)
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT))
+    heads = dict(re.findall(r"\b(\d+):(\d+x\d+)\b", line))
+    if not line.startswith("GUEST-MULTIHEAD-READY heads=2") or set(heads) != {"0", "1"}:
+        raise CaseFailure(f"guest did not light both heads: {line}")
+    time.sleep(0.5)
+    details = [f"heads 0:{heads['0']} 1:{heads['1']}"]
+    listing = b.list("ready")
+    if listing is not None:
+        enabled = [s for s in guest_info(listing, "g0").get("scanouts", []) if s.get("enabled")]
+        if len(enabled) != 2:
+            raise CaseFailure(f"scanway list shows {len(enabled)} enabled scanouts, expected 2")
+        for h in (0, 1):
+            assert_scanout(listing, "g0", h, heads[str(h)])
+        details.append("list: 2 enabled")
+    for h in (0, 1):
+        H.shoot_and_check(ctx, lambda p, h=h: b.shot_scanout("g0", h, p, g), ctx.dir / f"scanout{h}.png",
+                          head=h, size=heads[str(h)])
+    details.append("both scanouts exact")
+    details.append(output_check(ctx, b, g, heads=(0, 1)))
+    ctx.finish(b, g)
+    return ", ".join(details)
+
+
+def case_reconnect(ctx):
+    """g0's QEMU is killed (SIGKILL) and a new QEMU boots on the same socket;
+    g1, attached to the same scanway, must not notice.  (A new QEMU, not
+    `reconnect-ms`: QEMU 10's vhost-user-gpu-pci cannot use a reconnecting
+    chardev, see tests/guest/README.md.)"""
+    b = ctx.backend({"g0": 1, "g1": 1})
+    g1 = ctx.guest("g1", "g1", "pattern", mode="1024x768")
+    g0 = ctx.guest("g0", "g0", "pattern")
+    for name in ("g0", "g1"):
+        b.connected(name)
+    g0.wait_ready(ctx.deadline.left(BOOT))
+    g1.wait_ready(ctx.deadline.left(BOOT))
+    time.sleep(0.5)
+    shot = lambda name, guest, tag, size: H.shoot_and_check(  # noqa: E731
+        ctx, lambda p: b.shot_scanout(name, 0, p, guest), ctx.dir / f"{name}-{tag}.png", size=size)
+    shot("g0", g0, "first", "1280x800")
+    shot("g1", g1, "before", "1024x768")
+    before = b.list("before")
+    g1_before = scanout_state(before, "g1", 0, "1024x768") if before is not None else None
+
+    g0.kill_qemu()
+    b.disconnected("g0")
+    details = ["g0 killed"]
+    gone = b.list("disconnected")
+    if gone is not None:
+        g = guest_info(gone, "g0")
+        lit = [s for s in g.get("scanouts", []) if s.get("enabled")]
+        if g.get("connected") or g.get("resources") or lit:
+            raise CaseFailure(f"after SIGKILL scanway still shows g0 connected={g.get('connected')} "
+                              f"resources={len(g.get('resources', []))} enabled scanouts={len(lit)}")
+        s = scanout_state(gone, "g1", 0, "1024x768")
+        if not guest_info(gone, "g1").get("connected") or s != g1_before:
+            raise CaseFailure(f"g1 changed while g0 went away: {g1_before} -> {s}")
+        details.append("list: g0 disconnected, no scanouts/resources")
+    shot("g1", g1, "during", "1024x768")
+
+    b.rearm("g0")  # scanway keeps listening; the C backend exits with its connection
+    g0b = ctx.guest("g0-2", "g0", "pattern")
+    b.connected("g0", nth=2)
+    g0b.wait_ready(ctx.deadline.left(BOOT))
+    time.sleep(0.5)
+    shot("g0", g0b, "again", "1280x800")
+    details.append("g0 back, exact")
+    shot("g1", g1, "after", "1024x768")
+    after = b.list("after")
+    if after is not None:
+        assert_scanout(after, "g0", 0, "1280x800")
+        s = scanout_state(after, "g1", 0, "1024x768")
+        if s != g1_before:
+            raise CaseFailure(f"g1's scanout changed across g0's reconnect: {g1_before} -> {s}")
+        if b.events("g1", "disconnected") or b.events("g1", "connected") != 1:
+            raise CaseFailure("scanway reported g1 reconnecting")
+        details.append(f"g1 untouched (flush_count {s.get('flush_count')})")
+    else:
+        details.append("g1 exact throughout")
+    ctx.finish(b, g0b, g1)
+    return ", ".join(details)
+
+
+def case_edid(ctx):
+    b = ctx.backend({"g0": 1})
+    g = ctx.guest("g0", "g0", "edid")
+    b.connected("g0")
+    g.wait(r"^GUEST-TEST-EXIT .*$", ctx.deadline.left(BOOT), "GUEST-TEST-EXIT")
+    serial = g.serial_text()
+    if not re.search(r"^GUEST-TEST-EXIT test=edid rc=0", serial, re.M):
+        raise CaseFailure("guest edid test failed: " + re.search(r"^GUEST-TEST-EXIT.*$", serial, re.M).group(0))
+    conn = re.search(r"^GUEST-CONNECTOR 0 (\S+) id=\d+ (\S+) modes=(\d+) .*mode=(\d+x\d+)", serial, re.M)
+    if not conn or conn.group(2) != "connected" or conn.group(4) != "1280x800":
+        raise CaseFailure(f"connector 0 not connected with a 1280x800 preferred mode: {conn and conn.group(0)}")
+    m = re.search(r"^GUEST-EDID (\S+) bytes=(\d+) ([0-9a-f]+)\s*$", serial, re.M)
+    if not m:
+        raise CaseFailure("no EDID on serial")
+    edid = bytes.fromhex(m.group(3))
+    if len(edid) != int(m.group(2)) or len(edid) % 128:
+        raise CaseFailure(f"EDID of {len(edid)} bytes (announced {m.group(2)})")
+    path = ctx.dir / "edid.bin"
+    path.write_bytes(edid)
+    parse = subprocess.run(["edid-decode", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (ctx.dir / "edid-decode.txt").write_text(parse.stdout)
+    if parse.returncode != 0:
+        raise CaseFailure(f"edid-decode cannot parse the EDID (rc {parse.returncode})")
+    chk = subprocess.run(["edid-decode", "--check", str(path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    (ctx.dir / "edid-decode-check.txt").write_text(chk.stdout)
+    verdict = re.search(r"EDID conformity: (\w+)", chk.stdout)
+    details = [f"{m.group(1)} {len(edid)} bytes", f"preferred {conn.group(4)}",
+               f"edid-decode --check: {verdict.group(1) if verdict else 'rc %d' % chk.returncode}"]
+    if chk.returncode != 0:
+        failures = chk.stdout.partition("\nFailures:\n")[2].partition("\nEDID conformity")[0]
+        reason = " ".join(ln.strip() for ln in failures.splitlines() if ln.strip())[:300]
+        if not ctx.c_mode:
+            raise CaseFailure(f"edid-decode --check rejects scanway's EDID: {reason}")
+        # QEMU's own EDID (what the C backend serves) is known to fail --check
+        details.append(f"(QEMU's EDID; known: {reason})")
+    ctx.finish(b, g)
+    return ", ".join(details)
+
+
+def case_nested(ctx):
+    if ctx.c_mode:
+        raise Skip("needs scanway (QEMU's C backend has no window of its own)")
+    n = H.free_x_display()
+    xvfb = ctx.procs.spawn("Xvfb", ["Xvfb", f":{n}", "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
+                           stdout=ctx.dir / "xvfb.log")
+    end = time.monotonic() + ctx.deadline.left(15)
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if xvfb.poll() is not None or time.monotonic() > end:
+            raise CaseFailure(f"Xvfb :{n} did not start")
+        time.sleep(0.1)
+    env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "WAYLAND_SOCKET")}
+    env["DISPLAY"] = f":{n}"
+    b = ctx.backend({"g0": 1}, backend="winit", env=env)
+    g = ctx.guest("g0", "g0", "pattern")
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT))
+    time.sleep(0.5)
+    path = ctx.dir / "x-root.png"
+
+    def grab(p):
+        r = subprocess.run(["import", "-display", f":{n}", "-window", "root", "-depth", "8", f"png24:{p}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                           timeout=ctx.deadline.left(60))
+        if r.returncode != 0:
+            raise CaseFailure(f"import (X screenshot) failed: {r.stdout.strip()[-200:]}")
+    out = H.shoot_and_check(ctx, grab, path, attempts=5, locate=True)
+    box = H.located(out)
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p), ctx.dir / "scanout0.png", size=size_of(line))
+    ctx.finish(b, g)
+    ctx.procs.stop(xvfb, "Xvfb")
+    return f"Xvfb :{n}, {size_of(line)} window at {box[0]},{box[1]} exact in the X screen, scanout exact"
+
+
+CASES = [
+    ("pattern", case_pattern, 150),
+    ("pattern-1024x768", case_pattern_1024, 150),
+    ("pattern-1920x1080", case_pattern_1920, 150),
+    ("fbpattern", case_fbpattern, 150),
+    ("multihead", case_multihead, 150),
+    ("animate", case_animate, 200),
+    ("reconnect", case_reconnect, 300),
+    ("edid", case_edid, 150),
+    ("nested", case_nested, 150),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated case names (shell patterns allowed)")
+    ap.add_argument("--backend-bin", default=str(H.DEFAULT_SCANWAY), help="scanway binary (default %(default)s)")
+    ap.add_argument("--c-backend", action="store_true", help="use QEMU's C backend instead of scanway")
+    ap.add_argument("--c-backend-bin", default=H.C_BACKEND_BIN)
+    ap.add_argument("--frames", type=int, default=60, help="animate case frames (default %(default)s)")
+    ap.add_argument("--timeout-scale", type=float, default=float(os.environ.get("E2E_TIMEOUT_SCALE", "1")))
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--no-build-guest", action="store_true", help="do not run tests/guest/build-guest.sh")
+    opts = ap.parse_args()
+
+    if opts.list:
+        print("\n".join(name for name, _, _ in CASES))
+        return 0
+    selected = CASES
+    if opts.only:
+        pats = [p.strip() for p in opts.only.split(",") if p.strip()]
+        unknown = [p for p in pats if not any(fnmatch.fnmatchcase(n, p) for n, _, _ in CASES)]
+        if unknown:
+            ap.error(f"no case matches {', '.join(unknown)} (cases: {', '.join(n for n, _, _ in CASES)})")
+        selected = [c for c in CASES if any(fnmatch.fnmatchcase(c[0], p) for p in pats)]
+    if opts.c_backend:
+        if not os.access(opts.c_backend_bin, os.X_OK):
+            ap.error(f"{opts.c_backend_bin} missing (Debian package qemu-system-gui)")
+    else:
+        opts.backend_bin = str(Path(opts.backend_bin).resolve())
+        if not os.access(opts.backend_bin, os.X_OK):
+            ap.error(f"{opts.backend_bin} missing: run `cargo build --release` (or pass --backend-bin, or --c-backend)")
+    if not opts.no_build_guest:
+        H.build_guest()
+
+    # SIGTERM (e.g. from CI's timeout) unwinds like Ctrl-C, so every case cleans up
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    backend = f"QEMU C backend {opts.c_backend_bin}" if opts.c_backend else f"scanway {opts.backend_bin}"
+    print(f"e2e: {len(selected)} cases against {backend}; logs in {H.TARGET / 'e2e'}", flush=True)
+    passed = failed = 0
+    skipped = []
+    for name, fn, timeout in selected:
+        t0 = time.monotonic()
+        ctx = H.Ctx(name, opts, timeout, H.TARGET / "e2e", c_mode=opts.c_backend)
+        status, detail, interrupted = "FAIL", "", False
+        try:
+            detail = fn(ctx)
+            status = "PASS"
+        except Skip as e:
+            status, detail = "SKIP", str(e)
+        except CaseFailure as e:
+            detail = str(e)
+        except KeyboardInterrupt:
+            detail, interrupted = "interrupted", True
+        except Exception as e:  # a driver bug: report it as this case's failure
+            detail = f"{type(e).__name__}: {e}"
+            import traceback
+            ctx.log(traceback.format_exc())
+        finally:
+            ctx.log(f"{status}: {detail}")
+            ctx.close()
+        secs = time.monotonic() - t0
+        print(f"{status} {name:<18} {secs:6.1f}s  {detail}", flush=True)
+        if interrupted:
+            return 130
+        if status == "PASS":
+            passed += 1
+        elif status == "SKIP":
+            skipped.append(name)
+        else:
+            failed += 1
+            print(f"     logs: {ctx.dir}", flush=True)
+    if skipped:
+        print(f"skipped: {', '.join(skipped)}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,609 @@
+/*
+ * gpu-test: tiny static DRM/KMS client for virtio-gpu test guests.
+ *
+ * Raw DRM ioctls only (uapi headers from libdrm-dev, no libdrm library), so
+ * `gcc -static` gives a self-contained binary that runs from an initramfs.
+ *
+ *   gpu-test info                       list connectors / modes
+ *   gpu-test pattern   [opts]           colour bars on output 0, hold
+ *   gpu-test animate   [opts]           N frames via page flips (2 buffers)
+ *   gpu-test animate-dirty [opts]       N frames via DIRTYFB on 1 buffer
+ *   gpu-test multihead [opts]           pattern on every connected output
+ *   gpu-test fbpattern [opts]           pattern via /dev/fb0 (fbdev emulation)
+ *
+ * opts: --mode WxH  --frames N  --hold SECS (0 = forever, -1 = exit at once)
+ *       --card PATH --output I (connector index for pattern/animate)
+ *       --buffers N (animate: pre-rendered buffers, 2..8)  --redraw (animate:
+ *       draw every frame instead of flipping between pre-rendered buffers)
+ *       --start-pause MS (animate: idle MS milliseconds after printing
+ *       GUEST-ANIMATE-START, before the first frame; lets a host benchmark
+ *       sample its CPU counters while the GPU path is quiet)
+ *
+ * The picture (keep in sync with check-pattern.py):
+ *   8 vertical bars  white yellow cyan green magenta red blue black
+ *     bar index b = ((x + shift) mod W) * 8 / W, shift = (frame*16) mod W;
+ *     odd heads use 7-b (reversed order)
+ *   64x64 black/white checkerboard of 8x8 cells at (16 + 80*head, 16):
+ *     white where ((dx>>3) ^ (dy>>3)) & 1, else black
+ *   1-pixel orange (#FF8000) border on the outermost rows/columns
+ *     (border wins over marker, marker over bars)
+ *
+ * Serial-console lines meant for the host harness all start with "GUEST-".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/fb.h>
+
+#include <drm.h>
+#include <drm_mode.h>
+#include <virtgpu_drm.h>
+
+#define MAX_OUT 16
+
+static const uint32_t BARS[8] = {
+	0xFFFFFF, 0xFFFF00, 0x00FFFF, 0x00FF00,
+	0xFF00FF, 0xFF0000, 0x0000FF, 0x000000,
+};
+#define BORDER 0xFF8000u
+#define MARK_SIZE 64
+#define MARK_CELL 8
+
+static const char *card_path = "/dev/dri/card0";
+static int opt_w, opt_h, opt_frames = 300, opt_hold = 0, opt_output = 0;
+
+#define LOG(...) do { printf(__VA_ARGS__); fflush(stdout); } while (0)
+#define DIE(...) do { LOG("GUEST-ERROR " __VA_ARGS__); exit(2); } while (0)
+
+static int xioctl(int fd, unsigned long req, void *arg)
+{
+	int r;
+	do {
+		r = ioctl(fd, req, arg);
+	} while (r == -1 && (errno == EINTR || errno == EAGAIN));
+	return r;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- the test picture -------------------------------------------------- */
+
+static void draw(uint8_t *map, uint32_t pitch, int W, int H, int head, int frame)
+{
+	uint32_t *row = malloc((size_t)W * 4);
+	int shift = (int)(((long)frame * 16) % W);
+	int x, y;
+
+	for (x = 0; x < W; x++) {
+		int b = (int)((long)((x + shift) % W) * 8 / W);
+		if (head & 1)
+			b = 7 - b;
+		row[x] = BARS[b];
+	}
+	for (y = 0; y < H; y++)
+		memcpy(map + (size_t)y * pitch, row, (size_t)W * 4);
+
+	int mx = 16 + 80 * head, my = 16;
+	for (y = my; y < my + MARK_SIZE && y < H; y++) {
+		uint32_t *p = (uint32_t *)(map + (size_t)y * pitch);
+		for (x = mx; x < mx + MARK_SIZE && x < W; x++)
+			p[x] = ((((x - mx) / MARK_CELL) ^ ((y - my) / MARK_CELL)) & 1)
+				? 0xFFFFFF : 0x000000;
+	}
+	for (x = 0; x < W; x++) {
+		((uint32_t *)map)[x] = BORDER;
+		((uint32_t *)(map + (size_t)(H - 1) * pitch))[x] = BORDER;
+	}
+	for (y = 0; y < H; y++) {
+		uint32_t *p = (uint32_t *)(map + (size_t)y * pitch);
+		p[0] = BORDER;
+		p[W - 1] = BORDER;
+	}
+	free(row);
+}
+
+/* ---- KMS plumbing ------------------------------------------------------ */
+
+struct output {
+	uint32_t conn_id, crtc_id;
+	char name[32];
+	int connected;
+	struct drm_mode_modeinfo mode;
+	int have_mode;
+	int nmodes;
+};
+
+struct buffer {
+	uint32_t handle, fb_id, pitch, w, h;
+	uint64_t size;
+	uint8_t *map;
+};
+
+static struct drm_mode_card_res res;
+static uint32_t *crtc_ids, *conn_ids, *enc_ids, *fb_ids;
+
+static void get_resources(int fd)
+{
+	for (;;) {
+		struct drm_mode_card_res r = {0};
+		if (xioctl(fd, DRM_IOCTL_MODE_GETRESOURCES, &r))
+			DIE("GETRESOURCES: %s\n", strerror(errno));
+		crtc_ids = calloc(r.count_crtcs + 1, 4);
+		conn_ids = calloc(r.count_connectors + 1, 4);
+		enc_ids = calloc(r.count_encoders + 1, 4);
+		fb_ids = calloc(r.count_fbs + 1, 4);
+		struct drm_mode_card_res r2 = r;
+		r2.crtc_id_ptr = (uintptr_t)crtc_ids;
+		r2.connector_id_ptr = (uintptr_t)conn_ids;
+		r2.encoder_id_ptr = (uintptr_t)enc_ids;
+		r2.fb_id_ptr = (uintptr_t)fb_ids;
+		if (xioctl(fd, DRM_IOCTL_MODE_GETRESOURCES, &r2))
+			DIE("GETRESOURCES(2): %s\n", strerror(errno));
+		if (r2.count_crtcs <= r.count_crtcs && r2.count_connectors <= r.count_connectors &&
+		    r2.count_encoders <= r.count_encoders && r2.count_fbs <= r.count_fbs) {
+			res = r2;
+			return;
+		}
+		free(crtc_ids); free(conn_ids); free(enc_ids); free(fb_ids);
+	}
+}
+
+static const char *conn_type_name(uint32_t t)
+{
+	switch (t) {
+	case DRM_MODE_CONNECTOR_VIRTUAL: return "Virtual";
+	case DRM_MODE_CONNECTOR_VGA: return "VGA";
+	case DRM_MODE_CONNECTOR_HDMIA: return "HDMI-A";
+	case DRM_MODE_CONNECTOR_DisplayPort: return "DP";
+	case DRM_MODE_CONNECTOR_eDP: return "eDP";
+	default: return "Unknown";
+	}
+}
+
+/* probe connector i, pick a mode (requested WxH, else preferred, else first) */
+static void probe_output(int fd, int i, struct output *o, uint32_t *used_crtcs)
+{
+	struct drm_mode_get_connector c;
+	struct drm_mode_modeinfo *modes = NULL;
+	uint32_t *encs = NULL;
+	int tries;
+
+	memset(o, 0, sizeof(*o));
+	o->conn_id = conn_ids[i];
+	for (tries = 0; tries < 5; tries++) {
+		memset(&c, 0, sizeof(c));
+		c.connector_id = o->conn_id;
+		if (xioctl(fd, DRM_IOCTL_MODE_GETCONNECTOR, &c)) /* count_modes=0 => probe */
+			DIE("GETCONNECTOR: %s\n", strerror(errno));
+		uint32_t nm = c.count_modes, ne = c.count_encoders;
+		free(modes); free(encs);
+		modes = calloc(nm + 1, sizeof(*modes));
+		encs = calloc(ne + 1, 4);
+		memset(&c, 0, sizeof(c));
+		c.connector_id = o->conn_id;
+		c.count_modes = nm;
+		c.modes_ptr = (uintptr_t)modes;
+		c.count_encoders = ne;
+		c.encoders_ptr = (uintptr_t)encs;
+		if (nm == 0) {
+			/* avoid a second probe: pass a dummy 1-entry buffer */
+			c.count_modes = 1;
+		}
+		if (xioctl(fd, DRM_IOCTL_MODE_GETCONNECTOR, &c))
+			DIE("GETCONNECTOR(2): %s\n", strerror(errno));
+		if (c.count_modes <= (nm ? nm : 1) && c.count_encoders <= ne)
+			break;
+	}
+	snprintf(o->name, sizeof(o->name), "%s-%u", conn_type_name(c.connector_type),
+		 c.connector_type_id);
+	o->connected = (c.connection == 1);
+	o->nmodes = c.count_modes;
+
+	/* mode: --mode WxH, else the kernel command line's video= mode (USERDEF),
+	 * else the preferred one, else the first one not above 1920x1200 */
+	int pick = -1, k;
+	for (k = 0; k < (int)c.count_modes && opt_w; k++)
+		if (modes[k].hdisplay == opt_w && modes[k].vdisplay == opt_h) {
+			if (pick < 0 || (modes[k].type & DRM_MODE_TYPE_PREFERRED))
+				pick = k;
+		}
+	if (pick < 0 && opt_w && c.count_modes)
+		LOG("GUEST-WARN %s has no %dx%d mode, using default choice\n", o->name, opt_w, opt_h);
+	for (k = 0; k < (int)c.count_modes && pick < 0; k++)
+		if (modes[k].type & DRM_MODE_TYPE_USERDEF)
+			pick = k;
+	for (k = 0; k < (int)c.count_modes && pick < 0; k++)
+		if (modes[k].type & DRM_MODE_TYPE_PREFERRED)
+			pick = k;
+	for (k = 0; k < (int)c.count_modes && pick < 0; k++)
+		if (modes[k].hdisplay <= 1920 && modes[k].vdisplay <= 1200)
+			pick = k;
+	if (pick < 0 && c.count_modes)
+		pick = 0;
+	if (pick >= 0) {
+		o->mode = modes[pick];
+		o->have_mode = 1;
+	}
+
+	/* crtc: first one allowed by an encoder that is not taken yet */
+	for (k = 0; k < (int)c.count_encoders && !o->crtc_id; k++) {
+		struct drm_mode_get_encoder e = { .encoder_id = encs[k] };
+		if (xioctl(fd, DRM_IOCTL_MODE_GETENCODER, &e))
+			continue;
+		for (int j = 0; j < (int)res.count_crtcs; j++)
+			if ((e.possible_crtcs & (1u << j)) && !(*used_crtcs & (1u << j))) {
+				o->crtc_id = crtc_ids[j];
+				*used_crtcs |= 1u << j;
+				break;
+			}
+	}
+	free(modes);
+	free(encs);
+}
+
+static void print_output(int i, struct output *o)
+{
+	LOG("GUEST-CONNECTOR %d %s id=%u %s modes=%d crtc=%u mode=%dx%d@%u\n", i, o->name,
+	    o->conn_id, o->connected ? "connected" : "disconnected", o->nmodes, o->crtc_id,
+	    o->have_mode ? o->mode.hdisplay : 0, o->have_mode ? o->mode.vdisplay : 0,
+	    o->have_mode ? o->mode.vrefresh : 0);
+}
+
+static void create_buffer(int fd, int w, int h, struct buffer *b)
+{
+	struct drm_mode_create_dumb cd = { .width = w, .height = h, .bpp = 32 };
+	if (xioctl(fd, DRM_IOCTL_MODE_CREATE_DUMB, &cd))
+		DIE("CREATE_DUMB %dx%d: %s\n", w, h, strerror(errno));
+	struct drm_mode_fb_cmd f = {
+		.width = w, .height = h, .pitch = cd.pitch, .bpp = 32, .depth = 24,
+		.handle = cd.handle,
+	};
+	if (xioctl(fd, DRM_IOCTL_MODE_ADDFB, &f))
+		DIE("ADDFB: %s\n", strerror(errno));
+	struct drm_mode_map_dumb md = { .handle = cd.handle };
+	if (xioctl(fd, DRM_IOCTL_MODE_MAP_DUMB, &md))
+		DIE("MAP_DUMB: %s\n", strerror(errno));
+	b->map = mmap(NULL, cd.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, md.offset);
+	if (b->map == MAP_FAILED)
+		DIE("mmap: %s\n", strerror(errno));
+	b->handle = cd.handle;
+	b->fb_id = f.fb_id;
+	b->pitch = cd.pitch;
+	b->size = cd.size;
+	b->w = w;
+	b->h = h;
+}
+
+static void set_crtc(int fd, struct output *o, struct buffer *b)
+{
+	struct drm_mode_crtc sc = {
+		.set_connectors_ptr = (uintptr_t)&o->conn_id,
+		.count_connectors = 1,
+		.crtc_id = o->crtc_id,
+		.fb_id = b->fb_id,
+		.mode_valid = 1,
+		.mode = o->mode,
+	};
+	if (xioctl(fd, DRM_IOCTL_MODE_SETCRTC, &sc))
+		DIE("SETCRTC %s: %s\n", o->name, strerror(errno));
+}
+
+static int dirty_fb(int fd, struct buffer *b)
+{
+	struct drm_mode_fb_dirty_cmd d = { .fb_id = b->fb_id }; /* no clips = whole fb */
+	return xioctl(fd, DRM_IOCTL_MODE_DIRTYFB, &d);
+}
+
+/* Sync point: virtio-gpu has no fence on 2D dumb-buffer updates, so create a
+ * tiny resource with a fence and wait for it; the host handles the control
+ * queue in order, so this returns once all earlier commands are done. */
+static int vgpu_sync(int fd)
+{
+	struct drm_virtgpu_resource_create rc = {
+		.target = 2, .format = 2 /* B8G8R8X8 */, .bind = 2,
+		.width = 16, .height = 16, .depth = 1, .array_size = 1,
+	};
+	if (xioctl(fd, DRM_IOCTL_VIRTGPU_RESOURCE_CREATE, &rc))
+		return -1;
+	struct drm_virtgpu_3d_wait w = { .handle = rc.bo_handle };
+	int r = xioctl(fd, DRM_IOCTL_VIRTGPU_WAIT, &w);
+	struct drm_gem_close gc = { .handle = rc.bo_handle };
+	xioctl(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+	return r;
+}
+
+static void hold(void)
+{
+	if (opt_hold < 0)
+		return;
+	if (opt_hold == 0)
+		for (;;)
+			pause();
+	sleep(opt_hold);
+}
+
+static int open_card(void)
+{
+	int fd = -1;
+	for (int i = 0; i < 100 && fd < 0; i++) {
+		fd = open(card_path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			usleep(100000);
+	}
+	if (fd < 0)
+		DIE("open %s: %s\n", card_path, strerror(errno));
+	struct drm_set_client_cap cap = { .capability = DRM_CLIENT_CAP_UNIVERSAL_PLANES, .value = 0 };
+	xioctl(fd, DRM_IOCTL_SET_CLIENT_CAP, &cap);
+	return fd;
+}
+
+static int probe_all(int fd, struct output *outs)
+{
+	uint32_t used = 0;
+	get_resources(fd);
+	int n = res.count_connectors < MAX_OUT ? res.count_connectors : MAX_OUT;
+	for (int i = 0; i < n; i++) {
+		probe_output(fd, i, &outs[i], &used);
+		print_output(i, &outs[i]);
+	}
+	LOG("GUEST-OUTPUTS connectors=%u crtcs=%u\n", res.count_connectors, res.count_crtcs);
+	return n;
+}
+
+static struct output *pick_output(struct output *outs, int n)
+{
+	if (opt_output < n && outs[opt_output].have_mode && outs[opt_output].crtc_id)
+		return &outs[opt_output];
+	for (int i = 0; i < n; i++)
+		if (outs[i].connected && outs[i].have_mode && outs[i].crtc_id)
+			return &outs[i];
+	DIE("no usable connected output\n");
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static int t_info(void)
+{
+	struct output outs[MAX_OUT];
+	int fd = open_card();
+	probe_all(fd, outs);
+	return 0;
+}
+
+static int t_pattern(void)
+{
+	struct output outs[MAX_OUT];
+	struct buffer b;
+	int fd = open_card();
+	int n = probe_all(fd, outs);
+	struct output *o = pick_output(outs, n);
+	int head = (int)(o - outs);
+	create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, &b);
+	draw(b.map, b.pitch, b.w, b.h, head, 0);
+	set_crtc(fd, o, &b);
+	if (dirty_fb(fd, &b))
+		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
+	if (vgpu_sync(fd))
+		LOG("GUEST-WARN sync: %s\n", strerror(errno));
+	LOG("GUEST-PATTERN-READY %dx%d head=%d output=%s\n", b.w, b.h, head, o->name);
+	hold();
+	return 0;
+}
+
+static int t_multihead(void)
+{
+	struct output outs[MAX_OUT];
+	struct buffer bufs[MAX_OUT];
+	char summary[512] = "";
+	int fd = open_card();
+	int n = probe_all(fd, outs), lit = 0;
+	for (int i = 0; i < n; i++) {
+		struct output *o = &outs[i];
+		if (!o->connected || !o->have_mode || !o->crtc_id) {
+			LOG("GUEST-MULTIHEAD skip %s (%s)\n", o->name,
+			    o->connected ? "no mode/crtc" : "disconnected");
+			continue;
+		}
+		create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, &bufs[i]);
+		draw(bufs[i].map, bufs[i].pitch, bufs[i].w, bufs[i].h, i, 0);
+		set_crtc(fd, o, &bufs[i]);
+		dirty_fb(fd, &bufs[i]);
+		lit++;
+		size_t l = strlen(summary);
+		snprintf(summary + l, sizeof(summary) - l, " %d:%dx%d", i, bufs[i].w, bufs[i].h);
+	}
+	if (vgpu_sync(fd))
+		LOG("GUEST-WARN sync: %s\n", strerror(errno));
+	LOG("GUEST-MULTIHEAD-READY heads=%d%s\n", lit, summary);
+	hold();
+	return lit ? 0 : 1;
+}
+
+static int wait_flip(int fd)
+{
+	char ev[1024];
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	for (;;) {
+		int r = poll(&p, 1, 5000);
+		if (r <= 0)
+			return -1;
+		ssize_t len = read(fd, ev, sizeof(ev));
+		if (len <= 0)
+			return -1;
+		for (ssize_t off = 0; off + (ssize_t)sizeof(struct drm_event) <= len;) {
+			struct drm_event *e = (struct drm_event *)(ev + off);
+			if (e->type == DRM_EVENT_FLIP_COMPLETE)
+				return 0;
+			off += e->length;
+		}
+	}
+}
+
+/* animate: page flips between pre-rendered buffers (default; no drawing in
+ * the timed loop, so the rate is bound by the virtio-gpu path and the host),
+ * or --redraw: draw frame f into the back buffer every frame (guest-CPU bound
+ * under TCG).  animate-dirty: one buffer, redraw + DIRTYFB every frame.
+ * The picture left on screen is frame `picture` (check-pattern.py --frame). */
+static int opt_buffers = 2, opt_redraw = 0, opt_start_pause_ms = 0;
+
+static int t_animate(int use_flip)
+{
+	struct output outs[MAX_OUT];
+	struct buffer b[8];
+	int fd = open_card();
+	int n = probe_all(fd, outs);
+	struct output *o = pick_output(outs, n);
+	int head = (int)(o - outs);
+	int redraw = use_flip ? opt_redraw : 1;
+	int nbuf = use_flip ? opt_buffers : 1;
+	int W = o->mode.hdisplay, H = o->mode.vdisplay, frames = opt_frames;
+	for (int i = 0; i < nbuf; i++) {
+		create_buffer(fd, W, H, &b[i]);
+		draw(b[i].map, b[i].pitch, W, H, head, i);
+	}
+	set_crtc(fd, o, &b[0]);
+	int can_sync = vgpu_sync(fd) == 0;
+	if (!can_sync)
+		LOG("GUEST-WARN sync unsupported (%s); fps excludes queue drain\n", strerror(errno));
+	/* everything before this line (buffers drawn, first SETCRTC synced) is
+	 * set-up; the timed frames start after the pause */
+	LOG("GUEST-ANIMATE-START %dx%d frames=%d pause_ms=%d\n", W, H, frames - 1, opt_start_pause_ms);
+	if (opt_start_pause_ms > 0)
+		usleep((useconds_t)opt_start_pause_ms * 1000);
+
+	double t0 = now(), tdraw = 0;
+	int f, picture = 0;
+	for (f = 1; f < frames; f++) {
+		struct buffer *cur = &b[f % nbuf];
+		if (redraw) {
+			double d0 = now();
+			draw(cur->map, cur->pitch, W, H, head, f);
+			tdraw += now() - d0;
+			picture = f;
+		} else {
+			picture = f % nbuf;
+		}
+		if (use_flip) {
+			struct drm_mode_crtc_page_flip pf = {
+				.crtc_id = o->crtc_id, .fb_id = cur->fb_id,
+				.flags = DRM_MODE_PAGE_FLIP_EVENT, .user_data = f,
+			};
+			if (xioctl(fd, DRM_IOCTL_MODE_PAGE_FLIP, &pf))
+				DIE("PAGE_FLIP frame %d: %s\n", f, strerror(errno));
+			if (wait_flip(fd))
+				DIE("no flip event for frame %d\n", f);
+		} else if (dirty_fb(fd, cur)) {
+			DIE("DIRTYFB frame %d: %s\n", f, strerror(errno));
+		}
+	}
+	if (can_sync)
+		vgpu_sync(fd);
+	double dt = now() - t0;
+	int nf = frames - 1;
+	LOG("GUEST-ANIMATE-DONE %dx%d mode=%s%s buffers=%d frames=%d seconds=%.3f fps=%.1f "
+	    "draw_ms=%.2f mpix_s=%.1f synced=%d picture=%d head=%d\n",
+	    W, H, use_flip ? "pageflip" : "dirtyfb", redraw ? "+redraw" : "", nbuf, nf, dt,
+	    nf > 0 ? nf / dt : 0.0, nf > 0 ? tdraw * 1000 / nf : 0.0,
+	    nf > 0 ? (double)W * H * nf / dt / 1e6 : 0.0, can_sync, picture, head);
+	hold();
+	return 0;
+}
+
+static int t_fbpattern(void)
+{
+	int fd = -1;
+	for (int i = 0; i < 100 && fd < 0; i++) {
+		fd = open("/dev/fb0", O_RDWR);
+		if (fd < 0)
+			usleep(100000);
+	}
+	if (fd < 0)
+		DIE("open /dev/fb0: %s\n", strerror(errno));
+	struct fb_var_screeninfo v;
+	struct fb_fix_screeninfo fx;
+	if (ioctl(fd, FBIOGET_VSCREENINFO, &v) || ioctl(fd, FBIOGET_FSCREENINFO, &fx))
+		DIE("FBIOGET: %s\n", strerror(errno));
+	if (v.bits_per_pixel != 32)
+		DIE("fb0 is %u bpp, need 32\n", v.bits_per_pixel);
+	size_t len = (size_t)fx.line_length * v.yres_virtual;
+	uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		DIE("mmap fb0: %s\n", strerror(errno));
+	/* fbcon draws on the same buffer; keep the cursor off (vt.global_cursor_default=0) */
+	draw(map + (size_t)v.yoffset * fx.line_length, fx.line_length, v.xres, v.yres, 0, 0);
+	msync(map, len, MS_SYNC);
+	/* fbdev emulation flushes damage from a worker; give it a moment */
+	usleep(200000);
+	LOG("GUEST-FBPATTERN-READY %ux%u\n", v.xres, v.yres);
+	hold();
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern"
+			" [--mode WxH] [--frames N] [--hold S] [--card PATH] [--output I]"
+			" [--buffers N] [--redraw] [--start-pause MS]\n", argv[0]);
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--mode") && i + 1 < argc) {
+			if (sscanf(argv[++i], "%dx%d", &opt_w, &opt_h) != 2)
+				opt_w = opt_h = 0;
+		} else if (!strcmp(argv[i], "--frames") && i + 1 < argc) {
+			opt_frames = atoi(argv[++i]);
+			if (opt_frames < 2)
+				opt_frames = 2;
+		} else if (!strcmp(argv[i], "--hold") && i + 1 < argc) {
+			opt_hold = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--card") && i + 1 < argc) {
+			card_path = argv[++i];
+		} else if (!strcmp(argv[i], "--output") && i + 1 < argc) {
+			opt_output = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--buffers") && i + 1 < argc) {
+			opt_buffers = atoi(argv[++i]);
+			if (opt_buffers < 2)
+				opt_buffers = 2;
+			if (opt_buffers > 8)
+				opt_buffers = 8;
+		} else if (!strcmp(argv[i], "--start-pause") && i + 1 < argc) {
+			opt_start_pause_ms = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--redraw")) {
+			opt_redraw = 1;
+		} else {
+			fprintf(stderr, "unknown option %s\n", argv[i]);
+			return 2;
+		}
+	}
+	const char *t = argv[1];
+	if (!strcmp(t, "info"))
+		return t_info();
+	if (!strcmp(t, "pattern"))
+		return t_pattern();
+	if (!strcmp(t, "animate"))
+		return t_animate(1);
+	if (!strcmp(t, "animate-dirty"))
+		return t_animate(0);
+	if (!strcmp(t, "multihead"))
+		return t_multihead();
+	if (!strcmp(t, "fbpattern"))
+		return t_fbpattern();
+	fprintf(stderr, "unknown test %s\n", t);
+	return 2;
+}
