@@ -56,6 +56,9 @@ pub struct RunArgs {
     /// connection. N scanouts (1 to 16, default 1) are reported enabled. Repeatable.
     #[arg(long = "guest", required = true)]
     pub guests: Vec<GuestSpec>,
+    /// Offer guests no 3D (virgl), even where virglrenderer works.
+    #[arg(long)]
+    pub no_3d: bool,
     /// Cap on each guest's host memory for resources, in MiB.
     #[arg(long, default_value_t = 512)]
     pub max_resource_memory: u64,

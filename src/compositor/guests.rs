@@ -79,10 +79,14 @@ pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyh
     listener.set_nonblocking(true)?;
     let num_scanouts = config.num_scanouts;
     let index = state.comp.guests.len();
+    // The vhost crate's request handler takes an `Arc`; the device (with its Rc-shared virgl
+    // state) never leaves the event loop's thread, so neither Send nor Sync is needed.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let device = Arc::new(Mutex::new(VhostUserGpu::new(config)));
     state.comp.guests.push(Guest {
         name: spec.name.clone(),
         socket: spec.socket.clone(),
-        device: Arc::new(Mutex::new(VhostUserGpu::new(config))),
+        device,
         scanouts: GuestScanouts::new(&spec.name, num_scanouts),
         connection: None,
         kicks: [None, None],

@@ -51,6 +51,9 @@ use self::{
     guests::{Guest, lock},
     handlers::ClientState,
 };
+use std::rc::Rc;
+
+use crate::virtio::virgl3d::{Virgl3d, VirglShared};
 use crate::{
     cli::{BackendKind, RunArgs},
     control::{self, Request},
@@ -112,6 +115,8 @@ pub struct Comp {
     pub redraw: Redraw,
     pub frames: u64,
     pub start: Instant,
+    /// virglrenderer in the compositor's share group, when it initialised (3D for guests).
+    pub virgl: Option<Rc<VirglShared>>,
     _output_manager_state: OutputManagerState,
 }
 
@@ -170,8 +175,14 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         redraw: Redraw::Idle,
         frames: 0,
         start: Instant::now(),
+        virgl: None,
     };
     let mut state = State { backend, comp };
+    if args.no_3d {
+        info!("3D disabled (--no-3d)");
+    } else {
+        init_virgl(&mut state, &event_loop.handle());
+    }
 
     // Wayland clients.
     let listener = ListeningSocketSource::new_auto().context("Wayland socket")?;
@@ -218,7 +229,10 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
             max_host_memory: args.max_resource_memory.saturating_mul(1024 * 1024),
             name: spec.name.clone(),
         };
-        guests::add_guest(&mut state, spec, config)?;
+        let index = guests::add_guest(&mut state, spec, config)?;
+        if let (Some(shared), Some(guest)) = (state.comp.virgl.clone(), state.comp.guests.get(index)) {
+            lock(&guest.device).gpu_mut().enable_3d(Virgl3d::new(shared));
+        }
     }
 
     // SIGTERM / SIGINT end the loop cleanly.
@@ -250,8 +264,16 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         .context("event loop")?;
 
     info!("shutting down after {} frames", state.comp.frames);
+    // Teardown order: the loop's sources (guest connections) and the guests' 3D state go before
+    // virglrenderer, and virglrenderer before the renderer whose EGL display it uses.
+    drop(event_loop);
     for guest in &state.comp.guests {
-        let _ = std::fs::remove_file(&guest.socket);
+        lock(&guest.device).reset();
+    }
+    let sockets: Vec<PathBuf> = state.comp.guests.drain(..).map(|g| g.socket).collect();
+    state.comp.virgl = None;
+    for socket in sockets {
+        let _ = std::fs::remove_file(socket);
     }
     let _ = std::fs::remove_file(&control_path);
     Ok(())
@@ -313,8 +335,25 @@ impl Comp {
         self.output.current_mode().map_or((0, 0).into(), |m| m.size)
     }
 
+    /// Hand the fences virglrenderer retired to every guest: their deferred responses go out.
+    pub fn dispatch_fences(&mut self) {
+        let Some(shared) = self.virgl.as_ref() else { return };
+        let fences = shared.virgl.drain_fences();
+        if fences.is_empty() {
+            return;
+        }
+        for guest in &self.guests {
+            lock(&guest.device).retire_fences(&fences);
+        }
+    }
+
     /// Run guest `index`'s queue after its kick, and show what it changed.
     pub fn process_queue(&mut self, index: usize, queue: usize) {
+        self.process_queue_inner(index, queue);
+        self.dispatch_fences();
+    }
+
+    fn process_queue_inner(&mut self, index: usize, queue: usize) {
         let Some(guest) = self.guests.get_mut(index) else { return };
         let changes = {
             let mut device = lock(&guest.device);
@@ -420,8 +459,8 @@ impl Comp {
                             "resource_id": scanout.resource_id, "format": format,
                             "flush_count": scanout.flush_count,
                             "uploads": window.map_or(0, ScanoutWindow::uploads),
-                            "path": "copied",
-                            "copies_per_flush": 1,
+                            "path": if window.is_some_and(ScanoutWindow::zero_copy) { "zero-copy" } else { "copied" },
+                            "copies_per_frame": if window.is_some_and(ScanoutWindow::zero_copy) { 0 } else { 1 },
                             "title": window.map(ScanoutWindow::title),
                             "window": geometry.map(|g| json!({"x": g.loc.x, "y": g.loc.y, "width": g.size.w, "height": g.size.h})),
                         })
@@ -546,4 +585,52 @@ fn screenshot(
     renderer::write_png(path, size.w as u32, size.h as u32, &rgba)?;
     info!("screenshot {}x{} -> {}", size.w, size.h, path.display());
     Ok(())
+}
+
+/// Start virglrenderer in the compositor's EGL share group and poll its fence eventfd on the
+/// loop. On failure guests get a 2D-only device (no `VIRTIO_GPU_F_VIRGL`).
+fn init_virgl(state: &mut State, handle: &LoopHandle<'static, State>) {
+    use crate::renderer::virgl::{GlApi, Virgl, VirglOptions};
+    let renderer = state.backend.renderer();
+    let display = renderer.egl_context().display().get_display_handle().handle;
+    let context = renderer.egl_context().get_context_handle();
+    // SAFETY: the display and context are the renderer's and outlive virglrenderer (see the
+    // teardown order at the end of `run`).
+    let virgl = unsafe {
+        Virgl::init_with(display, context, VirglOptions { api: GlApi::SameAsShareContext, thread_sync: true })
+    };
+    let virgl = match virgl {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("virglrenderer unavailable, guests get 2D only: {e}");
+            return;
+        }
+    };
+    let version = virgl.gl_version();
+    if let Some(fd) = virgl.poll_fd() {
+        let source = Generic::new(PollFd(fd), Interest::READ, Mode::Level);
+        let inserted = handle.insert_source(source, |_, _, state| {
+            if let Some(shared) = state.comp.virgl.as_ref() {
+                shared.virgl.poll();
+            }
+            state.comp.dispatch_fences();
+            Ok(PostAction::Continue)
+        });
+        if let Err(e) = inserted {
+            warn!("virglrenderer fence source: {e}");
+        }
+    }
+    info!("virglrenderer initialised in the compositor's share group ({version:?})");
+    state.comp.virgl = Some(VirglShared::new(virgl));
+}
+
+/// virglrenderer's fence eventfd (owned by virglrenderer, valid while it is initialised).
+struct PollFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsFd for PollFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: virglrenderer keeps the eventfd open until virgl_renderer_cleanup, which runs
+        // after the event loop (and this source) is dropped.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
 }

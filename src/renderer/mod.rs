@@ -4,6 +4,8 @@
 //! there is one, else Mesa's software device) and falls back to the surfaceless platform. The
 //! same GLES renderer later hosts virglrenderer's contexts in its share group.
 
+pub mod virgl;
+
 use std::path::Path;
 
 use anyhow::{Context, anyhow};

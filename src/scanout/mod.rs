@@ -24,6 +24,7 @@ use smithay::{
 };
 use tracing::warn;
 
+use crate::renderer::virgl::ResourceInfo;
 use crate::virtio::{
     device::{CursorImage, Gpu, GpuEvent, Rect, Resource},
     format::Format,
@@ -48,6 +49,8 @@ pub struct ResourceTexture {
     id: Id,
     /// Number of uploads (whole or partial), for `scanway list`.
     uploads: u64,
+    /// For a virgl resource: virglrenderer's texture, sampled directly (zero copies).
+    virgl: Option<ResourceInfo>,
 }
 
 impl ResourceTexture {
@@ -63,7 +66,42 @@ impl ResourceTexture {
             damage: DamageBag::new(DAMAGE_HISTORY),
             id: Id::new(),
             uploads: 0,
+            virgl: None,
         }
+    }
+
+    /// A virgl resource's texture (`info.tex_id`, owned by virglrenderer).
+    fn new_virgl(resource: &Resource, info: ResourceInfo) -> Self {
+        ResourceTexture { virgl: Some(info), shadow: None, ..ResourceTexture::new(resource) }
+    }
+
+    /// Whether the texture is sampled in place (a virgl render target) rather than uploaded.
+    pub fn zero_copy(&self) -> bool {
+        self.virgl.is_some()
+    }
+
+    /// Wrap virglrenderer's texture for smithay without ever letting smithay delete it:
+    /// virglrenderer deletes it when the resource is unreferenced, and the scanout layer drops
+    /// every wrapper of it at `ResourceDestroyed`.
+    fn wrap_virgl(&mut self, renderer: &GlesRenderer, info: ResourceInfo) {
+        if self.texture.is_some() {
+            return;
+        }
+        let size: Size<i32, Buffer> = (info.width as i32, info.height as i32).into();
+        // SAFETY: tex_id names a live GL_TEXTURE_2D of the compositor's share group (virgl's
+        // contexts share with it) for as long as the resource exists.
+        let texture = unsafe {
+            GlesTexture::from_raw(
+                renderer,
+                Some(smithay::backend::renderer::gles::ffi::RGBA8),
+                false,
+                info.tex_id,
+                size,
+            )
+        };
+        // One clone is leaked so that the last wrapper dropping never calls glDeleteTextures.
+        std::mem::forget(texture.clone());
+        self.texture = Some(texture);
     }
 
     fn flushed(&mut self, rect: Rect) {
@@ -77,6 +115,14 @@ impl ResourceTexture {
     fn upload(&mut self, renderer: &mut GlesRenderer, resource: &Resource) {
         let Some(rect) = self.pending.take() else { return };
         if resource.width != self.width || resource.height != self.height {
+            return;
+        }
+        if let Some(info) = self.virgl {
+            // Zero copies: the guest rendered into the texture; only damage is reported.
+            self.wrap_virgl(renderer, info);
+            let region =
+                Rectangle::new((rect.x as i32, rect.y as i32).into(), (rect.width as i32, rect.height as i32).into());
+            self.damage.add([region]);
             return;
         }
         let size: Size<i32, Buffer> = (self.width as i32, self.height as i32).into();
@@ -193,6 +239,11 @@ impl ScanoutWindow {
         self.0.borrow().texture.as_ref().map_or(0, |t| t.borrow().uploads)
     }
 
+    /// Whether the scanout is shown with zero copies (a virgl texture sampled in place).
+    pub fn zero_copy(&self) -> bool {
+        self.0.borrow().texture.as_ref().is_some_and(|t| t.borrow().zero_copy())
+    }
+
     /// Render elements, topmost first: the cursor, then the scanout picture. `location` is the
     /// window's top-left corner on the output (physical pixels).
     pub fn render_elements(
@@ -242,13 +293,18 @@ impl ScanoutWindow {
                     (f64::from(r.width), f64::from(r.height)).into(),
                 );
                 let opaque = (!tex.fourcc_has_alpha()).then(|| vec![Rectangle::from_size(texture.size())]);
+                // GL render targets are bottom-up unless virglrenderer says row 0 is the top.
+                let transform = match tex.virgl {
+                    Some(info) if !info.y_0_top => Transform::Flipped180,
+                    _ => Transform::Normal,
+                };
                 out.push(TextureRenderElement::from_texture_with_damage(
                     tex.id.clone(),
                     renderer.context_id(),
                     origin,
                     texture.clone(),
                     1,
-                    Transform::Normal,
+                    transform,
                     Some(alpha),
                     Some(src),
                     Some((r.width as i32, r.height as i32).into()),
@@ -340,8 +396,19 @@ impl GuestScanouts {
                     }
                 }
                 GpuEvent::ResourceDestroyed { resource_id } => {
-                    // Windows showing it keep their last picture until the guest sets another.
-                    self.textures.remove(&resource_id);
+                    // Windows showing a 2D resource keep their last picture until the guest sets
+                    // another; a virgl texture dies with its resource, so its windows let go.
+                    if let Some(tex) = self.textures.remove(&resource_id)
+                        && tex.borrow().zero_copy()
+                    {
+                        for w in &self.windows {
+                            let mut v = w.0.borrow_mut();
+                            if v.texture.as_ref().is_some_and(|t| Rc::ptr_eq(t, &tex)) {
+                                v.texture = None;
+                            }
+                        }
+                        changes.redraw = true;
+                    }
                 }
                 GpuEvent::CursorUpdate { scanout_id, image, x, y } => {
                     let _ = self.take_cursor();
@@ -388,7 +455,13 @@ impl GuestScanouts {
         let texture = self
             .textures
             .entry(resource_id)
-            .or_insert_with(|| Rc::new(RefCell::new(ResourceTexture::new(resource))))
+            .or_insert_with(|| {
+                let tex = match resource.is_3d.then(|| gpu.virgl_texture(resource_id)).flatten() {
+                    Some(info) => ResourceTexture::new_virgl(resource, info),
+                    None => ResourceTexture::new(resource),
+                };
+                Rc::new(RefCell::new(tex))
+            })
             .clone();
         let mut v = window.0.borrow_mut();
         let resized = v.rect.width != rect.width || v.rect.height != rect.height;

@@ -26,7 +26,7 @@
 //! keeps refilling the ring cannot starve the caller; the enable/disable loop
 //! (or the guest's next kick) picks up the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::mem::size_of;
 
 use tracing::{debug, warn};
@@ -36,6 +36,8 @@ use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemory, Le32, Per
 use super::edid;
 use super::format::Format;
 use super::protocol::*;
+use super::virgl3d::{Error3d, HostFence, Virgl3d};
+use crate::renderer::virgl::{Box3d, Fence, ResourceCreate3d as VirglCreate3d, ResourceInfo};
 
 /// Largest width or height of a 2D resource, pixels (an arbitrary but
 /// generous bound; QEMU and Linux limit framebuffers to 16384 too).
@@ -48,11 +50,17 @@ pub const MAX_CURSOR_DIMENSION: u32 = 64;
 pub const RESOURCE_OVERHEAD_BYTES: u64 = 256;
 /// Bookkeeping cost charged per stored backing entry against `max_host_memory`, bytes.
 pub const BACKING_ENTRY_BYTES: u64 = size_of::<BackingEntry>() as u64;
-/// Largest number of readable request bytes copied out of a chain: an
-/// ATTACH_BACKING header plus [`MAX_BACKING_ENTRIES`] entries. Anything
-/// beyond is ignored (no supported command needs it).
-pub const MAX_REQUEST_BYTES: usize =
-    size_of::<ResourceAttachBacking>() + MAX_BACKING_ENTRIES as usize * size_of::<MemEntry>();
+/// Largest number of readable request bytes copied out of a chain: a
+/// SUBMIT_3D header plus [`MAX_SUBMIT_BYTES`] of commands (more than an
+/// ATTACH_BACKING with [`MAX_BACKING_ENTRIES`] entries). Anything beyond is
+/// ignored.
+pub const MAX_REQUEST_BYTES: usize = size_of::<CmdSubmit>() + MAX_SUBMIT_BYTES;
+/// Largest SUBMIT_3D command buffer accepted, bytes (Mesa's virgl driver
+/// sends at most 64 Ki dwords).
+pub const MAX_SUBMIT_BYTES: usize = 1 << 20;
+const _: () = assert!(
+    MAX_REQUEST_BYTES >= size_of::<ResourceAttachBacking>() + MAX_BACKING_ENTRIES as usize * size_of::<MemEntry>()
+);
 /// Default [`GpuConfig::max_host_memory`]: 512 MiB.
 pub const DEFAULT_MAX_HOST_MEMORY: u64 = 512 << 20;
 /// Default [`GpuConfig::preferred_size`]: 1280x800.
@@ -287,6 +295,11 @@ pub struct Resource {
     pub data: Vec<u8>,
     /// Guest backing, if attached.
     pub backing: Option<Backing>,
+    /// A virgl (3D) resource: its pixels live in a GL texture of virglrenderer,
+    /// `data` is empty and [`Gpu::virgl_texture`] gives the texture.
+    pub is_3d: bool,
+    /// Bytes charged for a 3D resource's GL storage (0 for 2D resources).
+    pub charge_3d: u64,
 }
 
 impl Resource {
@@ -300,9 +313,9 @@ impl Resource {
     /// [`BACKING_ENTRY_BYTES`] per stored backing entry.
     pub fn host_memory(&self) -> u64 {
         let entries = self.backing.as_ref().map_or(0, |b| b.entries.len() as u64);
-        (self.data.len() as u64)
-            .saturating_add(RESOURCE_OVERHEAD_BYTES)
-            .saturating_add(entries.saturating_mul(BACKING_ENTRY_BYTES))
+        let storage =
+            if self.is_3d { self.charge_3d } else { (self.data.len() as u64).saturating_add(RESOURCE_OVERHEAD_BYTES) };
+        storage.saturating_add(entries.saturating_mul(BACKING_ENTRY_BYTES))
     }
 
     /// Row `y` of `data` (`stride()` bytes), `None` if out of range.
@@ -516,6 +529,23 @@ enum GuestError {
     ResponseWrite,
     #[error("adding the chain to the used ring failed")]
     UsedRing,
+    #[error("unknown or duplicate 3D context id")]
+    InvalidContext,
+    #[error("invalid 3D command arguments or command stream")]
+    Invalid3d,
+    #[error("virglrenderer refused the command")]
+    Renderer3d,
+}
+
+impl From<Error3d> for GuestError {
+    fn from(e: Error3d) -> Self {
+        match e {
+            Error3d::Resource => GuestError::UnknownResource,
+            Error3d::Context => GuestError::InvalidContext,
+            Error3d::Parameter => GuestError::Invalid3d,
+            Error3d::Renderer => GuestError::Renderer3d,
+        }
+    }
 }
 
 impl GuestError {
@@ -532,12 +562,14 @@ impl GuestError {
             | UsedRing
             | BackingAlreadyAttached
             | NoBacking
-            | GuestMemoryRead => VIRTIO_GPU_RESP_ERR_UNSPEC,
+            | GuestMemoryRead
+            | Renderer3d => VIRTIO_GPU_RESP_ERR_UNSPEC,
+            InvalidContext => VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID,
             ZeroResourceId | DuplicateResourceId | UnknownResource => VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID,
             HostMemoryLimit | AllocationFailed => VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY,
             InvalidScanoutId => VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID,
             ShortRequest | UnknownFormat | InvalidSize | BadEntryCount | BackingOutsideMemory | RectOutOfBounds
-            | EmptyRect | BackingTooSmall | CursorTooLarge => VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
+            | EmptyRect | BackingTooSmall | CursorTooLarge | Invalid3d => VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
         }
     }
 }
@@ -547,6 +579,18 @@ enum Reply {
     NoData,
     DisplayInfo(Box<RespDisplayInfo>),
     Edid(Box<RespEdid>),
+    CapsetInfo(RespCapsetInfo),
+    /// RESP_OK_CAPSET header followed by these capset bytes.
+    Capset(Vec<u8>),
+}
+
+/// A fenced command's response, held until virglrenderer retires its fence.
+#[derive(Debug)]
+struct PendingReply {
+    head: u16,
+    writable: Vec<(GuestAddress, u32)>,
+    response: Vec<u8>,
+    fence: HostFence,
 }
 
 /// Builds the response bytes: `body` with its header's type set to `ty` and
@@ -585,6 +629,12 @@ pub struct Gpu {
     host_memory_used: u64,
     /// Bit `GuestError as u8` set once that error kind was warned about.
     warned: u64,
+    /// 3D (virgl) state; `None` for a 2D-only device.
+    virgl: Option<Virgl3d>,
+    /// Fence created by the command being handled: its response is deferred.
+    deferred: Option<HostFence>,
+    /// Deferred responses, in submission order.
+    pending: VecDeque<PendingReply>,
 }
 
 impl Gpu {
@@ -604,7 +654,17 @@ impl Gpu {
         config.num_scanouts = n;
         config.preferred_size = size;
         let scanouts = (0..n).map(|_| Scanout::new(size.0, size.1)).collect();
-        Gpu { config, resources: BTreeMap::new(), scanouts, events: Vec::new(), host_memory_used: 0, warned: 0 }
+        Gpu {
+            config,
+            resources: BTreeMap::new(),
+            scanouts,
+            events: Vec::new(),
+            host_memory_used: 0,
+            warned: 0,
+            virgl: None,
+            deferred: None,
+            pending: VecDeque::new(),
+        }
     }
 
     /// The configuration in effect (after clamping).
@@ -616,7 +676,54 @@ impl Gpu {
     /// model implements: `1 << VIRTIO_GPU_F_EDID` only. Transport bits
     /// (`VIRTIO_F_VERSION_1`, ring features, ...) are the caller's business.
     pub fn device_features(&self) -> u64 {
-        1 << VIRTIO_GPU_F_EDID
+        let mut features = 1 << VIRTIO_GPU_F_EDID;
+        if self.virgl.is_some() {
+            features |= (1 << VIRTIO_GPU_F_VIRGL) | (1 << VIRTIO_GPU_F_CONTEXT_INIT);
+        }
+        features
+    }
+
+    /// Turn on 3D: offer `VIRTIO_GPU_F_VIRGL` and `VIRTIO_GPU_F_CONTEXT_INIT`
+    /// and execute the 3D commands through `virgl`. Call before a driver
+    /// negotiates features.
+    pub fn enable_3d(&mut self, virgl: Virgl3d) {
+        self.virgl = Some(virgl);
+    }
+
+    /// Whether 3D is on.
+    pub fn has_3d(&self) -> bool {
+        self.virgl.is_some()
+    }
+
+    /// The GL texture of 3D resource `resource_id` (zero-copy scanout).
+    pub fn virgl_texture(&self, resource_id: u32) -> Option<ResourceInfo> {
+        self.virgl.as_ref()?.resource_info(resource_id)
+    }
+
+    /// Number of fenced responses waiting for virglrenderer.
+    pub fn pending_fences(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Answer every deferred response whose fence is among `retired` (in
+    /// submission order, which is fence order per ring) and add it to the
+    /// used ring of the control queue. Returns whether anything was added.
+    pub fn retire_fences<M: GuestMemory>(&mut self, retired: &[Fence], queue: &mut Queue, mem: &M) -> bool {
+        let mut added = false;
+        let mut still = VecDeque::with_capacity(self.pending.len());
+        while let Some(p) = self.pending.pop_front() {
+            if retired.iter().any(|f| p.fence.retired_by(f)) {
+                let len = self.write_response(QueueKind::Control, mem, &p.writable, &p.response);
+                match queue.add_used(mem, p.head, len) {
+                    Ok(()) => added = true,
+                    Err(_) => self.guest_error(0, GuestError::UsedRing),
+                }
+            } else {
+                still.push_back(p);
+            }
+        }
+        self.pending = still;
+        added
     }
 
     /// The device configuration space (5.7.4) with `num_scanouts` filled in
@@ -624,7 +731,11 @@ impl Gpu {
     /// `events_read`/`events_clear` (set `VIRTIO_GPU_EVENT_DISPLAY` after
     /// [`Gpu::set_display_size`]).
     pub fn config_space(&self) -> VirtioGpuConfig {
-        VirtioGpuConfig { num_scanouts: self.num_scanouts().into(), ..VirtioGpuConfig::default() }
+        VirtioGpuConfig {
+            num_scanouts: self.num_scanouts().into(),
+            num_capsets: self.virgl.as_ref().map_or(0, Virgl3d::num_capsets).into(),
+            ..VirtioGpuConfig::default()
+        }
     }
 
     /// Number of scanouts, 1..=16.
@@ -685,6 +796,11 @@ impl Gpu {
     /// `None`), and destroys every resource (`ResourceDestroyed`, by
     /// increasing id). Display modes are kept.
     pub fn reset(&mut self) {
+        if let Some(v) = self.virgl.as_mut() {
+            v.reset();
+        }
+        self.pending.clear();
+        self.deferred = None;
         for (i, s) in self.scanouts.iter_mut().enumerate() {
             let scanout_id = i as u32;
             if s.resource_id != 0 {
@@ -733,7 +849,9 @@ impl Gpu {
                 break;
             };
             let head = chain.head_index();
-            let used_len = self.process_chain(kind, chain, mem);
+            let Some(used_len) = self.process_chain(kind, head, chain, mem) else {
+                continue;
+            };
             match queue.add_used(mem, head, used_len) {
                 Ok(()) => added = true,
                 Err(_) => self.guest_error(0, GuestError::UsedRing),
@@ -743,8 +861,14 @@ impl Gpu {
     }
 
     /// Executes one chain; returns the number of bytes written to its
-    /// writable part.
-    fn process_chain<M: GuestMemory>(&mut self, kind: QueueKind, chain: DescriptorChain<&M>, mem: &M) -> u32 {
+    /// writable part, or `None` when the response waits for a fence.
+    fn process_chain<M: GuestMemory>(
+        &mut self,
+        kind: QueueKind,
+        head: u16,
+        chain: DescriptorChain<&M>,
+        mem: &M,
+    ) -> Option<u32> {
         let mut readable: Vec<(GuestAddress, u32)> = Vec::new();
         let mut writable: Vec<(GuestAddress, u32)> = Vec::new();
         // The iterator is bounded by the queue size / indirect table length.
@@ -764,6 +888,22 @@ impl Gpu {
             }
         };
 
+        if let Some(fence) = self.deferred.take() {
+            self.pending.push_back(PendingReply { head, writable, response, fence });
+            return None;
+        }
+        Some(self.write_response(kind, mem, &writable, &response))
+    }
+
+    /// Writes `response` over the `writable` descriptors, whole or not at all;
+    /// returns the number of bytes written.
+    fn write_response<M: GuestMemory>(
+        &mut self,
+        kind: QueueKind,
+        mem: &M,
+        writable: &[(GuestAddress, u32)],
+        response: &[u8],
+    ) -> u32 {
         let capacity: u64 = writable.iter().map(|(_, len)| u64::from(*len)).sum();
         if capacity < response.len() as u64 {
             // The driver gives the cursor queue no response buffer: not an error.
@@ -775,8 +915,8 @@ impl Gpu {
         // Split the response over the writable descriptors and check every
         // piece first, so a response is either written whole or not at all.
         let mut pieces: Vec<(GuestAddress, &[u8])> = Vec::new();
-        let mut rest: &[u8] = &response;
-        for (addr, len) in writable {
+        let mut rest: &[u8] = response;
+        for &(addr, len) in writable {
             if rest.is_empty() {
                 break;
             }
@@ -830,6 +970,21 @@ impl Gpu {
             (QueueKind::Control, VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D) => self.transfer_to_host_2d(request, mem),
             (QueueKind::Control, VIRTIO_GPU_CMD_SET_SCANOUT) => self.set_scanout(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_RESOURCE_FLUSH) => self.resource_flush(request),
+            (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET_INFO) => self.get_capset_info(request),
+            (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET) => self.get_capset(request),
+            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_CREATE) => self.ctx_create(request),
+            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => self
+                .virgl_mut()
+                .and_then(|v| v.context_destroy(hdr.ctx_id.to_native()).map_err(Into::into))
+                .map(|()| Reply::NoData),
+            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE | VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE) => {
+                self.ctx_attach_resource(request, ty == VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE)
+            }
+            (QueueKind::Control, VIRTIO_GPU_CMD_RESOURCE_CREATE_3D) => self.resource_create_3d(request),
+            (QueueKind::Control, VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D | VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D) => {
+                self.transfer_3d(request, ty == VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D)
+            }
+            (QueueKind::Control, VIRTIO_GPU_CMD_SUBMIT_3D) => self.submit_3d(request),
             (QueueKind::Cursor, VIRTIO_GPU_CMD_UPDATE_CURSOR | VIRTIO_GPU_CMD_MOVE_CURSOR) => {
                 self.update_cursor(request, ty == VIRTIO_GPU_CMD_MOVE_CURSOR)
             }
@@ -841,15 +996,186 @@ impl Gpu {
             _ => Err(GuestError::UnsupportedCommand),
         };
         let req = Some(&hdr);
+        if result.is_ok() {
+            self.fence_3d(&hdr);
+        }
         match result {
             Ok(Reply::NoData) => response_bytes(CtrlHdr::default(), |h| h, VIRTIO_GPU_RESP_OK_NODATA, req),
             Ok(Reply::DisplayInfo(info)) => response_bytes(*info, |b| &mut b.hdr, VIRTIO_GPU_RESP_OK_DISPLAY_INFO, req),
             Ok(Reply::Edid(e)) => response_bytes(*e, |b| &mut b.hdr, VIRTIO_GPU_RESP_OK_EDID, req),
+            Ok(Reply::CapsetInfo(info)) => response_bytes(info, |b| &mut b.hdr, VIRTIO_GPU_RESP_OK_CAPSET_INFO, req),
+            Ok(Reply::Capset(caps)) => {
+                let mut bytes = response_bytes(RespCapset::default(), |b| &mut b.hdr, VIRTIO_GPU_RESP_OK_CAPSET, req);
+                bytes.extend_from_slice(&caps);
+                bytes
+            }
             Err(err) => {
                 self.guest_error(ty, err);
                 response_bytes(CtrlHdr::default(), |h| h, err.response(), req)
             }
         }
+    }
+
+    fn virgl_mut(&mut self) -> Result<&mut Virgl3d, GuestError> {
+        self.virgl.as_mut().ok_or(GuestError::UnsupportedCommand)
+    }
+
+    /// With 3D on, a fenced command's response waits for a virglrenderer
+    /// fence created now, after the command (5.7.6.7: the fence completes when
+    /// the command and everything before it on its ring is done). 2D-only
+    /// devices answer fenced commands at once: their work is already done.
+    fn fence_3d(&mut self, hdr: &CtrlHdr) {
+        let flags = hdr.flags.to_native();
+        if flags & VIRTIO_GPU_FLAG_FENCE == 0 {
+            return;
+        }
+        let Some(virgl) = self.virgl.as_ref() else { return };
+        let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
+        match virgl.create_fence(hdr.ctx_id.to_native(), ring) {
+            Ok(fence) => self.deferred = Some(fence),
+            Err(e) => self.guest_error(hdr.type_.to_native(), e.into()),
+        }
+    }
+
+    fn get_capset_info(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: GetCapsetInfo = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let (id, version, size) = virgl.capset_info(cmd.capset_index.to_native()).ok_or(GuestError::Invalid3d)?;
+        Ok(Reply::CapsetInfo(RespCapsetInfo {
+            capset_id: id.into(),
+            capset_max_version: version.into(),
+            capset_max_size: size.into(),
+            ..RespCapsetInfo::default()
+        }))
+    }
+
+    fn get_capset(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: GetCapset = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let caps =
+            virgl.capset(cmd.capset_id.to_native(), cmd.capset_version.to_native()).ok_or(GuestError::Invalid3d)?;
+        Ok(Reply::Capset(caps))
+    }
+
+    fn ctx_create(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: CtxCreate = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let nlen = (cmd.nlen.to_native() as usize).min(cmd.debug_name.len());
+        let name = String::from_utf8_lossy(cmd.debug_name.get(..nlen).unwrap_or_default()).into_owned();
+        // context_init: the capset id in the low 8 bits (VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK).
+        let capset = cmd.context_init.to_native() & 0xff;
+        debug!(ctx = cmd.hdr.ctx_id.to_native(), capset, name, "CTX_CREATE");
+        self.virgl_mut()?.context_create(cmd.hdr.ctx_id.to_native(), capset, &name)?;
+        Ok(Reply::NoData)
+    }
+
+    fn ctx_attach_resource(&mut self, request: &[u8], attach: bool) -> Result<Reply, GuestError> {
+        let cmd: CtxResource = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let id = cmd.resource_id.to_native();
+        let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
+        if !res.is_3d {
+            // A 2D resource lives in scanway's memory, not virglrenderer's: nothing to attach.
+            return Ok(Reply::NoData);
+        }
+        self.virgl_mut()?.context_attach(cmd.hdr.ctx_id.to_native(), id, attach)?;
+        Ok(Reply::NoData)
+    }
+
+    fn resource_create_3d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: ResourceCreate3d = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let id = cmd.resource_id.to_native();
+        let (width, height) = (cmd.width.to_native(), cmd.height.to_native());
+        let (depth, array_size) = (cmd.depth.to_native(), cmd.array_size.to_native());
+        debug!(id, width, height, depth, format = cmd.format.to_native(), "RESOURCE_CREATE_3D");
+        if self.virgl.is_none() {
+            return Err(GuestError::UnsupportedCommand);
+        }
+        if id == 0 {
+            return Err(GuestError::ZeroResourceId);
+        }
+        if self.resources.contains_key(&id) {
+            return Err(GuestError::DuplicateResourceId);
+        }
+        if width > MAX_RESOURCE_DIMENSION || height > MAX_RESOURCE_DIMENSION || depth > MAX_RESOURCE_DIMENSION {
+            return Err(GuestError::InvalidSize);
+        }
+        // GL memory is charged as 4 bytes per texel of the base level (an estimate: buffers,
+        // mipmaps and multisampling vary), so a guest cannot allocate without bound.
+        let charge = u64::from(width.max(1))
+            .saturating_mul(u64::from(height.max(1)))
+            .saturating_mul(u64::from(depth.max(1)))
+            .saturating_mul(u64::from(array_size.max(1)))
+            .saturating_mul(BPP)
+            .saturating_add(RESOURCE_OVERHEAD_BYTES);
+        self.charge(charge)?;
+        let args = VirglCreate3d {
+            handle: 0,
+            target: cmd.target.to_native(),
+            format: cmd.format.to_native(),
+            bind: cmd.bind.to_native(),
+            width,
+            height,
+            depth,
+            array_size,
+            last_level: cmd.last_level.to_native(),
+            nr_samples: cmd.nr_samples.to_native(),
+            flags: cmd.flags.to_native(),
+        };
+        if let Err(e) = self.virgl_mut().and_then(|v| v.resource_create(id, args).map_err(Into::into)) {
+            self.uncharge(charge);
+            return Err(e);
+        }
+        let format = Format::from_virtio(args.format).unwrap_or(Format::B8G8R8A8);
+        self.resources.insert(
+            id,
+            Resource { width, height, format, data: Vec::new(), backing: None, is_3d: true, charge_3d: charge },
+        );
+        Ok(Reply::NoData)
+    }
+
+    fn transfer_3d(&mut self, request: &[u8], to_host: bool) -> Result<Reply, GuestError> {
+        let cmd: TransferHost3d = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let id = cmd.resource_id.to_native();
+        let b = cmd.box_;
+        let bbox = Box3d {
+            x: b.x.to_native(),
+            y: b.y.to_native(),
+            z: b.z.to_native(),
+            w: b.w.to_native(),
+            h: b.h.to_native(),
+            d: b.d.to_native(),
+        };
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
+        if !res.is_3d {
+            return Err(GuestError::Invalid3d);
+        }
+        virgl.transfer(
+            id,
+            cmd.hdr.ctx_id.to_native(),
+            cmd.level.to_native(),
+            cmd.stride.to_native(),
+            cmd.layer_stride.to_native(),
+            bbox,
+            cmd.offset.to_native(),
+            to_host,
+        )?;
+        Ok(Reply::NoData)
+    }
+
+    fn submit_3d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: CmdSubmit = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let size = cmd.size.to_native() as usize;
+        let start = size_of::<CmdSubmit>();
+        if !size.is_multiple_of(4) || size > MAX_SUBMIT_BYTES {
+            return Err(GuestError::Invalid3d);
+        }
+        let bytes = request.get(start..start.saturating_add(size)).ok_or(GuestError::ShortRequest)?;
+        let mut dwords: Vec<u32> = Vec::new();
+        dwords.try_reserve_exact(size / 4).map_err(|_| GuestError::AllocationFailed)?;
+        dwords.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        virgl.submit(cmd.hdr.ctx_id.to_native(), &mut dwords)?;
+        Ok(Reply::NoData)
     }
 
     /// Logs a guest error: `warn!` the first time this kind is seen, `debug!` after.
@@ -917,7 +1243,7 @@ impl Gpu {
                 return Err(e);
             }
         };
-        self.resources.insert(id, Resource { width, height, format, data, backing: None });
+        self.resources.insert(id, Resource { width, height, format, data, backing: None, is_3d: false, charge_3d: 0 });
         Ok(Reply::NoData)
     }
 
@@ -940,6 +1266,12 @@ impl Gpu {
         let id = cmd.resource_id.to_native();
         let resource = self.resources.remove(&id).ok_or(GuestError::UnknownResource)?;
         self.uncharge(resource.host_memory());
+        if resource.is_3d
+            && let Some(v) = self.virgl.as_mut()
+            && let Err(e) = v.resource_unref(id)
+        {
+            warn!("virgl unref of resource {id}: {e:?}");
+        }
         for (i, s) in self.scanouts.iter_mut().enumerate() {
             if s.resource_id == id {
                 s.resource_id = 0;
@@ -961,6 +1293,7 @@ impl Gpu {
         if resource.backing.is_some() {
             return Err(GuestError::BackingAlreadyAttached);
         }
+        let is_3d = resource.is_3d;
         if !(1..=MAX_BACKING_ENTRIES).contains(&nr) {
             return Err(GuestError::BadEntryCount);
         }
@@ -996,6 +1329,13 @@ impl Gpu {
         }
         entries.shrink_to_fit();
         self.charge((entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES))?;
+        if is_3d
+            && let Some(v) = self.virgl.as_mut()
+            && let Err(e) = v.attach_backing(id, &entries, mem)
+        {
+            self.uncharge((entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
+            return Err(e.into());
+        }
         if let Some(resource) = self.resources.get_mut(&id) {
             resource.backing = Some(Backing { entries, len: total });
         }
@@ -1007,6 +1347,11 @@ impl Gpu {
         let id = cmd.resource_id.to_native();
         let resource = self.resources.get_mut(&id).ok_or(GuestError::UnknownResource)?;
         let backing = resource.backing.take().ok_or(GuestError::NoBacking)?;
+        if resource.is_3d
+            && let Some(v) = self.virgl.as_mut()
+        {
+            v.detach_backing(id)?;
+        }
         self.uncharge((backing.entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
         Ok(Reply::NoData)
     }
@@ -1026,6 +1371,13 @@ impl Gpu {
         let backing = resource.backing.as_ref().ok_or(GuestError::NoBacking)?;
         if !r.fits_in(resource.width, resource.height) {
             return Err(GuestError::RectOutOfBounds);
+        }
+        if resource.is_3d {
+            // A 2D transfer into a virgl resource: virglrenderer copies from the backing.
+            let bbox = Box3d { x: r.x, y: r.y, z: 0, w: r.width, h: r.height, d: 1 };
+            let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+            virgl.transfer(id, 0, 0, 0, 0, bbox, offset, true)?;
+            return Ok(Reply::NoData);
         }
         if r.is_empty() {
             return Ok(Reply::NoData);
@@ -1134,6 +1486,10 @@ impl Gpu {
             None
         } else {
             let res = self.resources.get(&resource_id).ok_or(GuestError::UnknownResource)?;
+            if res.is_3d {
+                // Cursors come from dumb (2D) buffers; a virgl cursor is not read back.
+                return Err(GuestError::Invalid3d);
+            }
             if res.width > MAX_CURSOR_DIMENSION || res.height > MAX_CURSOR_DIMENSION {
                 return Err(GuestError::CursorTooLarge);
             }

@@ -8,3 +8,5 @@ pub mod edid;
 pub mod format;
 pub mod protocol;
 pub mod vhost;
+pub mod virgl3d;
+pub mod virgl_stream;

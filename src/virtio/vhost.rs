@@ -175,6 +175,25 @@ impl VhostUserGpu {
         }
     }
 
+    /// Answer the deferred (fenced) responses whose fences virglrenderer retired, and signal the
+    /// guest if any were added to the control queue.
+    pub fn retire_fences(&mut self, fences: &[crate::renderer::virgl::Fence]) {
+        if self.gpu.pending_fences() == 0 {
+            return;
+        }
+        let Some(mem) = self.mem.as_ref() else { return };
+        let vring = &mut self.vrings[CTRL_QUEUE];
+        if !self.gpu.retire_fences(fences, &mut vring.queue, mem) {
+            return;
+        }
+        let notify = vring.queue.needs_notification(mem).unwrap_or(true);
+        if let (true, Some(call)) = (notify, vring.call.as_ref())
+            && let Err(e) = call.write(1)
+        {
+            warn!(guest = %self.name, "signalling the ctrl queue: {e}");
+        }
+    }
+
     fn vring(&mut self, index: u32) -> Result<&mut Vring> {
         self.vrings.get_mut(index as usize).ok_or(vhost_user::Error::InvalidParam)
     }
@@ -384,12 +403,7 @@ impl VhostUserBackendReqHandlerMut for VhostUserGpu {
     }
 
     fn get_config(&mut self, offset: u32, size: u32, _flags: VhostUserConfigFlags) -> Result<Vec<u8>> {
-        let config = VirtioGpuConfig {
-            events_read: 0.into(),
-            events_clear: 0.into(),
-            num_scanouts: self.gpu.num_scanouts().into(),
-            num_capsets: 0.into(),
-        };
+        let config: VirtioGpuConfig = self.gpu.config_space();
         let bytes = vm_memory::ByteValued::as_slice(&config);
         let start = offset as usize;
         let end = start.checked_add(size as usize).ok_or(vhost_user::Error::InvalidParam)?;
