@@ -1070,6 +1070,9 @@ impl Gpu {
 
     fn ctx_attach_resource(&mut self, request: &[u8], attach: bool) -> Result<Reply, GuestError> {
         let cmd: CtxResource = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        if self.virgl.is_none() {
+            return Err(GuestError::UnsupportedCommand);
+        }
         let id = cmd.resource_id.to_native();
         let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
         if !res.is_3d {
