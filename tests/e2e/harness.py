@@ -615,3 +615,13 @@ def free_x_display(start=90):
     while Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
         n += 1
     return n
+
+
+def read_png_rgb(path):
+    """(width, height, RGB bytes row after row) of a PNG, with the kit's decoder."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("check_pattern", CHECK_PATTERN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w, h, rows = mod.load(path)
+    return w, h, b"".join(rows)

@@ -320,6 +320,49 @@ def case_nested(ctx):
     return f"Xvfb :{n}, {size_of(line)} window at {box[0]},{box[1]} exact in the X screen, scanout exact"
 
 
+def case_wayland_client(ctx):
+    """An ordinary Wayland client (weston-simple-shm: xdg-shell + wl_shm) beside a guest: both
+    are windows of scanway's space and show in the output, side by side."""
+    if ctx.c_mode:
+        raise Skip("needs scanway (a Wayland compositor)")
+    b = ctx.backend({"g0": 1}, size="2560x1080")
+    m = b.out.wait(r"^scanway: wayland socket (\S+)$", ctx.deadline.left(10), what="'wayland socket' line")
+    env = dict(b.env, WAYLAND_DISPLAY=m.group(1))
+    env.pop("DISPLAY", None)
+    client = ctx.procs.spawn("weston-simple-shm", ["weston-simple-shm"], stdout=ctx.dir / "client.log", env=env)
+    g = ctx.guest("g0", "g0", "pattern")
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT))
+    wh = size_of(line)
+    time.sleep(1.0)
+    if client.poll() is not None:
+        raise CaseFailure(f"weston-simple-shm exited rc={client.returncode} (see client.log)")
+    listing = b.list("ready")
+    clients = listing.get("clients", [])
+    if len(clients) != 1:
+        raise CaseFailure(f"scanway list: {len(clients)} client windows, expected 1")
+    cx, cy = clients[0]["x"], clients[0]["y"]
+    window = scanout_info(listing, "g0", 0).get("window") or {}
+    gx, gy, gw, gh = (window.get(k, 0) for k in ("x", "y", "width", "height"))
+    if cx < gx + gw and gx < cx + 250 and cy < gy + gh and gy < cy + 250:
+        raise CaseFailure(f"client window at {cx},{cy} overlaps the guest window {gx},{gy} {gw}x{gh}")
+    details = [wh, f"client window at {cx},{cy}"]
+    details.append(output_check(ctx, b, g))
+    # The client's pixels: weston-simple-shm paints its whole 250x250 buffer, never the
+    # compositor's background colour.
+    out = ctx.dir / "output.png"
+    w, h, px = H.read_png_rgb(out)
+    bg = (26, 31, 41)
+    painted = sum(1 for y in range(cy + 10, cy + 240, 10) for x in range(cx + 10, cx + 240, 10)
+                  if 0 <= x < w and 0 <= y < h and tuple(px[(y * w + x) * 3:(y * w + x) * 3 + 3]) != bg)
+    if painted < 400:
+        raise CaseFailure(f"only {painted}/529 sampled pixels of the client window differ from the background")
+    details.append(f"client painted ({painted}/529 samples)")
+    ctx.procs.stop(client, "weston-simple-shm")
+    ctx.finish(b, g)
+    return ", ".join(details)
+
+
 CASES = [
     ("pattern", case_pattern, 150),
     ("pattern-1024x768", case_pattern_1024, 150),
@@ -330,6 +373,7 @@ CASES = [
     ("reconnect", case_reconnect, 300),
     ("edid", case_edid, 150),
     ("nested", case_nested, 150),
+    ("wayland-client", case_wayland_client, 150),
 ]
 
 
