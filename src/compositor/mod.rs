@@ -462,6 +462,10 @@ impl Comp {
                             "path": if window.is_some_and(ScanoutWindow::zero_copy) { "zero-copy" } else { "copied" },
                             "copies_per_frame": if window.is_some_and(ScanoutWindow::zero_copy) { 0 } else { 1 },
                             "title": window.map(ScanoutWindow::title),
+                            "cursor": scanout.cursor.as_ref().map(|c| json!({
+                                "x": scanout.cursor_pos.0, "y": scanout.cursor_pos.1,
+                                "hot_x": c.hot_x, "hot_y": c.hot_y, "width": c.width, "height": c.height,
+                            })),
                             "window": geometry.map(|g| json!({"x": g.loc.x, "y": g.loc.y, "width": g.size.w, "height": g.size.h})),
                         })
                     })

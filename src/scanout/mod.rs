@@ -183,7 +183,8 @@ struct Cursor {
     image: CursorImage,
     texture: Option<GlesTexture>,
     id: Id,
-    /// Position of the cursor's hot spot in scanout coordinates (pixels).
+    /// Position of the image's top-left corner in scanout coordinates (pixels): the cursor
+    /// plane's position as Linux's virtio-gpu driver sends it; the hot spot is inside the image.
     x: i32,
     y: i32,
 }
@@ -265,10 +266,10 @@ impl ScanoutWindow {
                     .ok();
             }
             if let Some(tex) = &cursor.texture {
-                let hot = Point::<f64, Logical>::from((
-                    f64::from(cursor.x) - f64::from(cursor.image.hot_x),
-                    f64::from(cursor.y) - f64::from(cursor.image.hot_y),
-                ));
+                // Linux's virtio-gpu driver sends the cursor plane's position (the image's
+                // top-left corner) in MOVE_CURSOR/UPDATE_CURSOR, and the hot spot separately
+                // (where the pointer is inside the image); shown as the guest composed it.
+                let hot = Point::<f64, Logical>::from((f64::from(cursor.x), f64::from(cursor.y)));
                 out.push(TextureRenderElement::from_static_texture(
                     cursor.id.clone(),
                     renderer.context_id(),

@@ -363,6 +363,55 @@ def case_wayland_client(ctx):
     return ", ".join(details)
 
 
+def case_cursor(ctx):
+    """The guest sets a hardware cursor (DRM_IOCTL_MODE_CURSOR2: UPDATE_CURSOR and MOVE_CURSOR
+    on the cursor queue); scanway draws it over the scanout with its hot spot at the cursor
+    position, pixel-exact, and keeps it out of the scanout's own screenshot."""
+    if ctx.c_mode:
+        raise Skip("needs scanway")
+    b = ctx.backend({"g0": 1})
+    g = ctx.guest("g0", "g0", "cursor")
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT))
+    wh = size_of(line)
+    time.sleep(0.5)
+    listing = b.list("ready")
+    s = scanout_info(listing, "g0", 0)
+    cur, win = s.get("cursor"), s.get("window")
+    if not cur or not win:
+        raise CaseFailure(f"scanway list shows no cursor or window for scanout 0: {s}")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p, g), ctx.dir / "scanout0.png", size=wh)
+    out = ctx.dir / "output.png"
+    b.shot_output(out, g)
+    w, h, px = H.read_png_rgb(out)
+    # Linux sends the cursor plane's top-left corner as the position and the hot spot inside
+    # the image separately: the image's hot spot pixel must land where the guest put it.
+    intended = [int(v) for v in re.search(r"x=(\d+) y=(\d+) hot=(\d+),(\d+)", line).groups()]
+    left = win["x"] + cur["x"]
+    top = win["y"] + cur["y"]
+    if (cur["x"] + cur["hot_x"], cur["y"] + cur["hot_y"]) != tuple(intended[:2]):
+        raise CaseFailure(f"cursor at {cur} does not put its hot spot at the guest's {intended[:2]}")
+    bad = []
+    for y in range(64):
+        for x in range(64):
+            if x in (0, 63) or y in (0, 63):
+                want = (0xFF, 0xFF, 0xFF)
+            elif (x, y) == (cur["hot_x"], cur["hot_y"]):
+                want = (0xAB, 0xCD, 0xEF)
+            else:
+                want = (0x12, 0x34, 0x56)
+            X, Y = left + x, top + y
+            if 0 <= X < w and 0 <= Y < h:
+                got = tuple(px[(Y * w + X) * 3:(Y * w + X) * 3 + 3])
+                if got != want:
+                    bad.append((x, y, got, want))
+    if bad:
+        raise CaseFailure(f"{len(bad)} cursor pixels differ at {left},{top}, e.g. {bad[:3]}")
+    ctx.finish(b, g)
+    return (f"{wh}, cursor 64x64 at {cur['x']},{cur['y']} with its hot spot at the guest's "
+            f"{intended[0]},{intended[1]}, exact in the output; scanout exact without it")
+
+
 CASES = [
     ("pattern", case_pattern, 150),
     ("pattern-1024x768", case_pattern_1024, 150),
@@ -374,6 +423,7 @@ CASES = [
     ("edid", case_edid, 150),
     ("nested", case_nested, 150),
     ("wayland-client", case_wayland_client, 150),
+    ("cursor", case_cursor, 150),
 ]
 
 

@@ -404,6 +404,67 @@ static int t_pattern(void)
 	return 0;
 }
 
+/* The cursor test's picture: 64x64 ARGB8888, opaque 0x123456 with a 1-px 0xFFFFFF frame and
+ * the hot spot pixel 0xABCDEF; hot spot (CURSOR_HOT_X, CURSOR_HOT_Y), placed at (CURSOR_X, CURSOR_Y)
+ * of the scanout.  The host checks these pixels in its output screenshot. */
+#define CURSOR_HOT_X 10
+#define CURSOR_HOT_Y 12
+#define CURSOR_X 400
+#define CURSOR_Y 300
+
+static int t_cursor(void)
+{
+	struct output outs[MAX_OUT];
+	struct buffer b;
+	int fd = open_card();
+	int n = probe_all(fd, outs);
+	struct output *o = pick_output(outs, n);
+	int head = (int)(o - outs);
+	create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, &b);
+	draw(b.map, b.pitch, b.w, b.h, head, 0);
+	set_crtc(fd, o, &b);
+	if (dirty_fb(fd, &b))
+		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
+
+	struct drm_mode_create_dumb cd = { .width = 64, .height = 64, .bpp = 32 };
+	if (xioctl(fd, DRM_IOCTL_MODE_CREATE_DUMB, &cd))
+		DIE("CREATE_DUMB cursor: %s\n", strerror(errno));
+	struct drm_mode_map_dumb md = { .handle = cd.handle };
+	if (xioctl(fd, DRM_IOCTL_MODE_MAP_DUMB, &md))
+		DIE("MAP_DUMB cursor: %s\n", strerror(errno));
+	uint8_t *map = mmap(NULL, cd.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, md.offset);
+	if (map == MAP_FAILED)
+		DIE("mmap cursor: %s\n", strerror(errno));
+	for (int y = 0; y < 64; y++) {
+		uint32_t *row = (uint32_t *)(map + (size_t)y * cd.pitch);
+		for (int x = 0; x < 64; x++) {
+			uint32_t c = (x == 0 || y == 0 || x == 63 || y == 63) ? 0xFFFFFFFFu : 0xFF123456u;
+			if (x == CURSOR_HOT_X && y == CURSOR_HOT_Y)
+				c = 0xFFABCDEFu;
+			row[x] = c;
+		}
+	}
+	struct drm_mode_cursor2 cur = {
+		.flags = DRM_MODE_CURSOR_BO | DRM_MODE_CURSOR_MOVE,
+		.crtc_id = o->crtc_id,
+		.x = CURSOR_X - CURSOR_HOT_X,
+		.y = CURSOR_Y - CURSOR_HOT_Y,
+		.width = 64,
+		.height = 64,
+		.handle = cd.handle,
+		.hot_x = CURSOR_HOT_X,
+		.hot_y = CURSOR_HOT_Y,
+	};
+	if (xioctl(fd, DRM_IOCTL_MODE_CURSOR2, &cur))
+		DIE("MODE_CURSOR2: %s\n", strerror(errno));
+	if (vgpu_sync(fd))
+		LOG("GUEST-WARN sync: %s\n", strerror(errno));
+	LOG("GUEST-CURSOR-READY %dx%d head=%d x=%d y=%d hot=%d,%d\n", b.w, b.h, head, CURSOR_X, CURSOR_Y,
+	    CURSOR_HOT_X, CURSOR_HOT_Y);
+	hold();
+	return 0;
+}
+
 static int t_multihead(void)
 {
 	struct output outs[MAX_OUT];
@@ -604,6 +665,8 @@ int main(int argc, char **argv)
 		return t_multihead();
 	if (!strcmp(t, "fbpattern"))
 		return t_fbpattern();
+	if (!strcmp(t, "cursor"))
+		return t_cursor();
 	fprintf(stderr, "unknown test %s\n", t);
 	return 2;
 }
