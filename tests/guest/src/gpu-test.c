@@ -384,19 +384,26 @@ static int t_info(void)
 	return 0;
 }
 
+/* The picture on the chosen output: buffer, SETCRTC, DIRTYFB.  Returns the output. */
+static struct output *show_pattern(int fd, struct output *outs, struct buffer *b)
+{
+	int n = probe_all(fd, outs);
+	struct output *o = pick_output(outs, n);
+	create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, b);
+	draw(b->map, b->pitch, b->w, b->h, (int)(o - outs), 0);
+	set_crtc(fd, o, b);
+	if (dirty_fb(fd, b))
+		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
+	return o;
+}
+
 static int t_pattern(void)
 {
 	struct output outs[MAX_OUT];
 	struct buffer b;
 	int fd = open_card();
-	int n = probe_all(fd, outs);
-	struct output *o = pick_output(outs, n);
+	struct output *o = show_pattern(fd, outs, &b);
 	int head = (int)(o - outs);
-	create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, &b);
-	draw(b.map, b.pitch, b.w, b.h, head, 0);
-	set_crtc(fd, o, &b);
-	if (dirty_fb(fd, &b))
-		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
 	if (vgpu_sync(fd))
 		LOG("GUEST-WARN sync: %s\n", strerror(errno));
 	LOG("GUEST-PATTERN-READY %dx%d head=%d output=%s\n", b.w, b.h, head, o->name);
@@ -417,14 +424,8 @@ static int t_cursor(void)
 	struct output outs[MAX_OUT];
 	struct buffer b;
 	int fd = open_card();
-	int n = probe_all(fd, outs);
-	struct output *o = pick_output(outs, n);
+	struct output *o = show_pattern(fd, outs, &b);
 	int head = (int)(o - outs);
-	create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, &b);
-	draw(b.map, b.pitch, b.w, b.h, head, 0);
-	set_crtc(fd, o, &b);
-	if (dirty_fb(fd, &b))
-		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
 
 	struct drm_mode_create_dumb cd = { .width = 64, .height = 64, .bpp = 32 };
 	if (xioctl(fd, DRM_IOCTL_MODE_CREATE_DUMB, &cd))
