@@ -260,7 +260,10 @@ impl Virgl3d {
         let ctx_id = if ctx == 0 { 0 } else { self.host_context(ctx).unwrap_or(0) };
         let t = Transfer { resource_id: r.host, ctx_id, level, stride, layer_stride, bbox, offset };
         let result = if to_host { self.virgl().transfer_write(&t) } else { self.virgl().transfer_read(&t) };
-        result.map_err(|_| Error3d::Parameter)
+        result.map_err(|e| {
+            warn!("virgl transfer of resource {res}: {e}");
+            Error3d::Parameter
+        })
     }
 
     /// `SUBMIT_3D`: rewrite the stream's resource handles to host ids (rejecting unknown opcodes
