@@ -14,7 +14,7 @@ use std::{
     rc::Rc,
 };
 
-use tracing::warn;
+use tracing::{debug, warn};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::{device::BackingEntry, virgl_stream};
@@ -261,7 +261,7 @@ impl Virgl3d {
         let t = Transfer { resource_id: r.host, ctx_id, level, stride, layer_stride, bbox, offset };
         let result = if to_host { self.virgl().transfer_write(&t) } else { self.virgl().transfer_read(&t) };
         result.map_err(|e| {
-            warn!("virgl transfer of resource {res}: {e}");
+            debug!("virgl transfer of resource {res}: {e}");
             Error3d::Parameter
         })
     }
@@ -271,11 +271,11 @@ impl Virgl3d {
     pub fn submit(&self, ctx: u32, stream: &mut [u32]) -> Result<(), Error3d> {
         let host_ctx = self.host_context(ctx).ok_or(Error3d::Context)?;
         virgl_stream::rewrite_resource_handles(stream, |guest| self.host_resource(guest)).map_err(|e| {
-            warn!("rejected a SUBMIT_3D stream: {e}");
+            debug!("rejected a SUBMIT_3D stream: {e}");
             Error3d::Parameter
         })?;
         self.virgl().submit_cmd(host_ctx, stream).map_err(|e| {
-            warn!("virglrenderer rejected a SUBMIT_3D stream: {e}");
+            debug!("virglrenderer rejected a SUBMIT_3D stream: {e}");
             Error3d::Renderer
         })
     }

@@ -31,7 +31,8 @@
 //! | 47 | CLEAR_TEXTURE | 1 |
 //! | 50 | GET_MEMORY_INFO | 1 |
 //!
-//! Every other opcode up to SEND_STRING_MARKER (51) carries no resource handle and passes
+//! Every other opcode up to LINK_SHADER (52, the last one virglrenderer 0.10.4 knows; Mesa 22
+//! sends it to link a program) carries no resource handle and passes
 //! unchanged, except PIPE_RESOURCE_CREATE (48) and PIPE_RESOURCE_SET_TYPE (49): they create or
 //! retype blob resources, which scanway does not offer (no `VIRTIO_GPU_F_RESOURCE_BLOB`), so they
 //! are refused. Handle 0 means "no resource" and stays 0. Object ids (surfaces, views, queries)
@@ -68,6 +69,8 @@ pub struct RewriteStats {
 }
 
 const SEND_STRING_MARKER: u32 = 51;
+/// LINK_SHADER (virglrenderer 0.10.x): the shader objects of a program; no resources.
+const LINK_SHADER: u32 = 52;
 const PIPE_RESOURCE_CREATE: u32 = 48;
 const PIPE_RESOURCE_SET_TYPE: u32 = 49;
 /// Object types 1..=11 (BLEND .. MSAA_SURFACE).
@@ -122,7 +125,22 @@ fn handles_of(opcode: u32, obj_type: u32, len: u32, offset: usize) -> Result<Han
         42 => Handles::At(&[2]),
         45 => Handles::At(&[1, 12]),
         PIPE_RESOURCE_CREATE | PIPE_RESOURCE_SET_TYPE => return Err(StreamError::UnknownCommand { opcode, offset }),
-        0 | 4 | 5 | 7 | 10 | 12..=15 | 18..=26 | 28..=33 | 36 | 38 | 39 | 41 | 44 | 46 | SEND_STRING_MARKER => {
+        0
+        | 4
+        | 5
+        | 7
+        | 10
+        | 12..=15
+        | 18..=26
+        | 28..=33
+        | 36
+        | 38
+        | 39
+        | 41
+        | 44
+        | 46
+        | SEND_STRING_MARKER
+        | LINK_SHADER => {
             let _ = len;
             Handles::None
         }
@@ -255,6 +273,10 @@ mod tests {
 
     #[test]
     fn refusals() {
+        let mut s = cmd(52, 0, &[1, 2, 0, 0, 0, 0]);
+        assert_eq!(rewrite_resource_handles(&mut s, plus(1)).unwrap().handles, 0);
+        let mut s = cmd(53, 0, &[0]);
+        assert!(matches!(rewrite_resource_handles(&mut s, plus(1)), Err(StreamError::UnknownCommand { .. })));
         let mut s = cmd(0xfe, 0, &[0]);
         assert_eq!(
             rewrite_resource_handles(&mut s, plus(1)),

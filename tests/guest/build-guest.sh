@@ -154,9 +154,9 @@ if [ ! -x "$OUT/gpu-test" ] || [ "$(cat "$CACHE/gpu-test.sig" 2>/dev/null)" != "
 fi
 
 # ------------------------------------------------- module closure (topo order)
-# virtio-gpu and what it needs.  A future rootfs-on-disk guest (3D: Mesa, kmscube)
-# adds "virtio_blk crc32c_generic crc32c-intel ext4" here (see README.md).
-WANT=(virtio-gpu ${EXTRA_MODULES:-})
+# virtio-gpu and what it needs, and virtio_blk + ext4 for the 3D tests' root
+# filesystem on a disk (build-rootfs-3d.sh).
+WANT=(virtio-gpu virtio_blk crc32c_generic ext4 ${EXTRA_MODULES:-})
 declare -A DEPS=() PATHOF=() DONE=()
 while IFS= read -r line; do
 	mod=${line%%:*}

@@ -80,6 +80,7 @@ while [ $# -gt 0 ]; do
 	--workdir) WORKDIR=$2; shift ;;
 	--quiet) QUIET=1 ;;
 	--qemu-arg) EXTRA_QEMU+=("$2"); shift ;;
+	--rootfs) ROOTFS=$2; shift ;;
 	--dry-run) DRY_RUN=1 ;;
 	-h | --help) usage 0 ;;
 	*) echo "run-guest: unknown option $1" >&2; usage ;;
@@ -128,6 +129,11 @@ if [ "$OUTPUTS" -gt 1 ] && [ "$FORCE_HEADS" = 1 ]; then
 	for ((k = 2; k <= OUTPUTS; k++)); do CMDLINE+=" video=Virtual-$k:${HEAD_MODE}e"; done
 fi
 [ -n "$APPEND" ] && CMDLINE+=" $APPEND"
+if [ -n "${ROOTFS:-}" ]; then
+	# the 3D tests' root filesystem (build-rootfs-3d.sh), read-only on virtio-blk
+	EXTRA_QEMU+=(-drive "file=$ROOTFS,if=virtio,format=raw,readonly=on")
+	CMDLINE+=" guest.root=/dev/vda"
+fi
 
 CHARDEV="socket,id=vgpu0,path=$SOCKET"
 [ -n "$RECONNECT_MS" ] && CHARDEV+=",reconnect-ms=$RECONNECT_MS"
