@@ -51,6 +51,16 @@ class Skip(Exception):
     """The case does not apply to this backend."""
 
 
+def build_rootfs_3d():
+    """Build (or reuse) the 3D guests' root filesystem (Mesa, kmscube) in target/guest."""
+    r = subprocess.run([str(KIT / "build-rootfs-3d.sh"), str(GUEST_OUT)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr)
+        raise CaseFailure(f"tests/guest/build-rootfs-3d.sh failed (rc {r.returncode})")
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
 def build_guest():
     """Build (or reuse) the guest kernel + initramfs in target/guest."""
     r = subprocess.run([str(KIT / "build-guest.sh"), str(GUEST_OUT)], stdout=subprocess.PIPE,
@@ -219,7 +229,7 @@ class Guest:
     """One QEMU, booted by run-guest.sh against a vhost-user-gpu socket."""
 
     def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
-                 force_heads=True, reconnect_ms=None, args=None, timeout=300):
+                 force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None):
         self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
         self.name = Path(socket).stem  # the backend's name for this guest
         self.workdir = ctx.dir / tag
@@ -241,6 +251,10 @@ class Guest:
             argv += ["--reconnect-ms", str(reconnect_ms)]
         if args:
             argv += ["--args", args]
+        if rootfs:
+            argv += ["--rootfs", rootfs]
+        if mem:
+            argv += ["--mem", mem]
         self.argv = argv
         self.proc = None
         self._qemu_pid = None
