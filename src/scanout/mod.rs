@@ -294,9 +294,13 @@ impl ScanoutWindow {
                     (f64::from(r.width), f64::from(r.height)).into(),
                 );
                 let opaque = (!tex.fourcc_has_alpha()).then(|| vec![Rectangle::from_size(texture.size())]);
-                // GL render targets are bottom-up unless virglrenderer says row 0 is the top.
+                // A guest's window-system buffer (GBM, rendered by Mesa's virgl driver) holds
+                // its picture top row first in texture row 0, which smithay shows at the top:
+                // shown as is. virglrenderer marks the other orientation with Y_0_TOP (it
+                // counts rows from GL's bottom-left origin), which is then flipped. Verified
+                // pixel-exactly by the gles-pattern end-to-end test.
                 let transform = match tex.virgl {
-                    Some(info) if !info.y_0_top => Transform::Flipped180,
+                    Some(info) if info.y_0_top => Transform::Flipped180,
                     _ => Transform::Normal,
                 };
                 out.push(TextureRenderElement::from_texture_with_damage(

@@ -61,6 +61,10 @@ pub const MAX_SUBMIT_BYTES: usize = 1 << 20;
 const _: () = assert!(
     MAX_REQUEST_BYTES >= size_of::<ResourceAttachBacking>() + MAX_BACKING_ENTRIES as usize * size_of::<MemEntry>()
 );
+/// Gallium's `PIPE_BUFFER` resource target: `width` is a length in bytes.
+const PIPE_BUFFER: u32 = 0;
+/// Longest 3D buffer resource accepted, bytes (also bounded by the host memory cap).
+pub const MAX_BUFFER_BYTES: u32 = 256 << 20;
 /// Default [`GpuConfig::max_host_memory`]: 512 MiB.
 pub const DEFAULT_MAX_HOST_MEMORY: u64 = 512 << 20;
 /// Default [`GpuConfig::preferred_size`]: 1280x800.
@@ -1098,16 +1102,21 @@ impl Gpu {
         if self.resources.contains_key(&id) {
             return Err(GuestError::DuplicateResourceId);
         }
-        if width > MAX_RESOURCE_DIMENSION || height > MAX_RESOURCE_DIMENSION || depth > MAX_RESOURCE_DIMENSION {
+        // A buffer (PIPE_BUFFER) is `width` bytes long; textures are at most 16384 texels a side.
+        let is_buffer = cmd.target.to_native() == PIPE_BUFFER;
+        let max_width = if is_buffer { MAX_BUFFER_BYTES } else { MAX_RESOURCE_DIMENSION };
+        if width > max_width || height > MAX_RESOURCE_DIMENSION || depth > MAX_RESOURCE_DIMENSION {
             return Err(GuestError::InvalidSize);
         }
-        // GL memory is charged as 4 bytes per texel of the base level (an estimate: buffers,
-        // mipmaps and multisampling vary), so a guest cannot allocate without bound.
+        // GL memory is charged as its bytes (buffers) or 4 bytes per texel of the base level
+        // (textures; an estimate: mipmaps and multisampling vary), so a guest cannot allocate
+        // without bound.
+        let texel_bytes = if is_buffer { 1 } else { BPP };
         let charge = u64::from(width.max(1))
             .saturating_mul(u64::from(height.max(1)))
             .saturating_mul(u64::from(depth.max(1)))
             .saturating_mul(u64::from(array_size.max(1)))
-            .saturating_mul(BPP)
+            .saturating_mul(texel_bytes)
             .saturating_add(RESOURCE_OVERHEAD_BYTES);
         self.charge(charge)?;
         let args = VirglCreate3d {

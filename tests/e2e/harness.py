@@ -39,7 +39,7 @@ sys.path.insert(0, str(KIT))
 from qmp import QMP  # noqa: E402  (tests/guest/qmp.py)
 
 # Lines a test guest prints when its picture is up (or its test is done).
-READY_RE = r"^GUEST-(PATTERN-READY|MULTIHEAD-READY|ANIMATE-DONE|FBPATTERN-READY|EDID-DONE|CURSOR-READY)\b.*$"
+READY_RE = r"^GUEST-(PATTERN-READY|MULTIHEAD-READY|ANIMATE-DONE|FBPATTERN-READY|EDID-DONE|CURSOR-READY|GLES-READY)\b.*$"
 PANIC_RE = re.compile(r"panicked at|RUST_BACKTRACE|stack backtrace:")
 
 

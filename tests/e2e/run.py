@@ -485,6 +485,30 @@ def case_kmscube_two(ctx):
     return "; ".join(details)
 
 
+def case_gles_pattern(ctx):
+    """Our GLES2 program draws the kit's picture through virgl (GBM/KMS in the guest); the
+    zero-copy scanout of the virgl render target must match pixel-exactly (and upright)."""
+    if ctx.c_mode:
+        raise Skip("needs scanway (virgl)")
+    rootfs = H.build_rootfs_3d()
+    b = ctx.backend({"g0": 1})
+    g = ctx.guest("g0", "g0", "gles-pattern", rootfs=rootfs, mem="1G")
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT + 60))
+    if "virgl" not in line:
+        raise CaseFailure(f"not rendered through virgl: {line}")
+    wh = size_of(line)
+    time.sleep(1.0)
+    listing = b.list("ready")
+    s = assert_scanout(listing, "g0", 0, wh)
+    if s.get("path") != "zero-copy":
+        raise CaseFailure(f"scanout 0 is not zero-copy: {s}")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p, g), ctx.dir / "scanout0.png", size=wh, attempts=3)
+    detail = output_check(ctx, b, g)
+    ctx.finish(b, g)
+    return f"{wh} through virgl, zero-copy, scanout exact, {detail}"
+
+
 CASES = [
     ("pattern", case_pattern, 150),
     ("pattern-1024x768", case_pattern_1024, 150),
@@ -498,6 +522,7 @@ CASES = [
     ("wayland-client", case_wayland_client, 150),
     ("cursor", case_cursor, 150),
     ("kmscube", case_kmscube, 300),
+    ("gles-pattern", case_gles_pattern, 300),
     ("kmscube-two-guests", case_kmscube_two, 400),
 ]
 

@@ -78,7 +78,15 @@ fi
 
 cmp -s "$HERE/src/guest-3d" "$ROOT/usr/local/bin/guest-3d" ||
 	install -D -m 755 "$HERE/src/guest-3d" "$ROOT/usr/local/bin/guest-3d"
-if [ ! -e "$IMG" ] || [ -n "$(find "$ROOT/usr/local/bin/guest-3d" "$ROOT/.done" -newer "$IMG" 2>/dev/null)" ]; then
+# gles-pattern: built on the host against the same sonames the rootfs has (libEGL.so.1,
+# libGLESv2.so.2, libgbm.so.1, libdrm.so.2; same glibc as the rootfs's bookworm).
+GP=$ROOT/usr/local/bin/gles-pattern
+if [ ! -e "$GP" ] || [ "$HERE/src/gles-pattern.c" -nt "$GP" ]; then
+	log "compiling gles-pattern"
+	gcc -O2 -Wall -Werror -I/usr/include/libdrm -o "$GP.tmp" "$HERE/src/gles-pattern.c" -ldrm -lgbm -lEGL -lGLESv2
+	mv "$GP.tmp" "$GP"
+fi
+if [ ! -e "$IMG" ] || [ -n "$(find "$ROOT/usr/local/bin/guest-3d" "$GP" "$ROOT/.done" -newer "$IMG" 2>/dev/null)" ]; then
 	used_kb=$(du -sk "$ROOT" | cut -f1)
 	size_mb=$(( used_kb * 12 / 10 / 1024 + 64 ))
 	log "mkfs.ext4 -d ($((used_kb / 1024)) MiB of files -> ${size_mb} MiB image)"

@@ -197,7 +197,7 @@ alive() { kill -0 "$QEMU_PID" 2>/dev/null; }
 deadline=$(($(date +%s) + TIMEOUT))
 timed_out() { [ "$TIMEOUT" != 0 ] && [ "$(date +%s)" -ge "$deadline" ]; }
 
-READY_RE=${READY_RE:-'^GUEST-(PATTERN-READY|MULTIHEAD-READY|ANIMATE-DONE|FBPATTERN-READY|EDID-DONE|CURSOR-READY|3D-DONE)|^kmscube: +renderer:'}
+READY_RE=${READY_RE:-'^GUEST-(PATTERN-READY|MULTIHEAD-READY|ANIMATE-DONE|FBPATTERN-READY|EDID-DONE|CURSOR-READY|3D-DONE|GLES-READY)|^kmscube: +renderer:'}
 rc=0
 if [ ${#DUMPS[@]} -gt 0 ]; then
 	while alive && ! grep -qE "$READY_RE|^GUEST-ERROR|^GUEST-TEST-EXIT" "$SERIAL" && ! timed_out; do sleep 0.2; done
