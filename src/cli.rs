@@ -171,10 +171,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if names.windows(2).any(|w| w[0] == w[1]) {
                 bail!("two --guest options share a name");
             }
-            let control = match cli.control {
-                Some(p) => p,
-                None => control::default_path(true)?,
-            };
+            // Makes (and exports) a runtime directory when there is none: the Wayland socket
+            // needs one even when --control names the control socket.
+            let default_control = control::default_path(true)?;
+            let control = cli.control.unwrap_or(default_control);
             crate::compositor::run(args, control)
         }
         Command::List { json } => {

@@ -113,7 +113,7 @@ fn two_guests_share_one_virglrenderer_without_touching_each_other() {
     let options = VirglOptions { api: GlApi::SameAsShareContext, thread_sync: false };
     // SAFETY: the renderer outlives virglrenderer (dropped last, below).
     let virgl = unsafe { Virgl::init_with(display, context, options) }.expect("virglrenderer");
-    let shared = VirglShared::new(virgl);
+    let shared = VirglShared::new(virgl, Some(compositor.egl_context().display().clone()));
 
     let config = |name: &str| GpuConfig { name: name.into(), ..GpuConfig::default() };
     let (mut a, mut b) = (Gpu::new(config("a")), Gpu::new(config("b")));

@@ -625,7 +625,8 @@ fn init_virgl(state: &mut State, handle: &LoopHandle<'static, State>) {
         }
     }
     info!("virglrenderer initialised in the compositor's share group ({version:?})");
-    state.comp.virgl = Some(VirglShared::new(virgl));
+    let display = state.backend.renderer().egl_context().display().clone();
+    state.comp.virgl = Some(VirglShared::new(virgl, Some(display)));
 }
 
 /// virglrenderer's fence eventfd (owned by virglrenderer, valid while it is initialised).

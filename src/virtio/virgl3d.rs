@@ -24,16 +24,21 @@ use crate::renderer::virgl::{Box3d, ResourceCreate3d, ResourceInfo, Transfer, Vi
 pub struct VirglShared {
     /// The renderer (process-global; one per process).
     pub virgl: Virgl,
+    /// The compositor's EGL display, kept alive (not terminated) until virglrenderer, declared
+    /// above, has been cleaned up: whichever of the compositor and the guests goes last.
+    _display: Option<smithay::backend::egl::EGLDisplay>,
     next_resource: Cell<u32>,
     next_context: Cell<u32>,
     next_fence: Cell<u32>,
 }
 
 impl VirglShared {
-    /// Share `virgl` among guests.
-    pub fn new(virgl: Virgl) -> Rc<Self> {
+    /// Share `virgl` among guests. `display` is the EGL display virglrenderer's contexts live
+    /// on; it stays initialised as long as virglrenderer does.
+    pub fn new(virgl: Virgl, display: Option<smithay::backend::egl::EGLDisplay>) -> Rc<Self> {
         Rc::new(VirglShared {
             virgl,
+            _display: display,
             next_resource: Cell::new(1),
             next_context: Cell::new(1),
             next_fence: Cell::new(1),

@@ -631,11 +631,27 @@ def free_x_display(start=90):
     return n
 
 
+_CHECK_PATTERN_MOD = None
+
+
+def check_pattern_module():
+    """tests/guest/check-pattern.py as a module (its PNG decoder, the expected picture)."""
+    global _CHECK_PATTERN_MOD
+    if _CHECK_PATTERN_MOD is None:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("check_pattern", CHECK_PATTERN)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _CHECK_PATTERN_MOD = mod
+    return _CHECK_PATTERN_MOD
+
+
 def read_png_rgb(path):
     """(width, height, RGB bytes row after row) of a PNG, with the kit's decoder."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("check_pattern", CHECK_PATTERN)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    w, h, rows = mod.load(path)
+    w, h, rows = check_pattern_module().load(path)
     return w, h, b"".join(rows)
+
+
+def write_ppm(path, w, h, rgb):
+    """A binary PPM (P6) of RGB bytes, row after row."""
+    Path(path).write_bytes(b"P6\n%d %d\n255\n" % (w, h) + bytes(rgb))
