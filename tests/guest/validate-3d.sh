@@ -184,7 +184,11 @@ for c in $CASES; do
 	pattern-2d) case_pattern_2d ;;
 	kmscube) case_kmscube ;;
 	gles-pattern) case_gles gles-pattern gles-pattern ;;
-	gles-pattern-1024x768) WANT_SIZE=1024x768 case_gles gles-pattern-1024x768 gles-pattern guest.mode=1024x768 ;;
+	gles-pattern-1024x768)
+		# the whole guest at 1024x768 (video=): QEMU's sdl,gl=on display in Xvfb loses the
+		# picture when its window *shrinks* (fbcon's 1280x800 -> 1024x768) and nothing
+		# more is flushed; an X Expose does not bring it back
+		WANT_SIZE=1024x768 case_gles gles-pattern-1024x768 gles-pattern guest.mode=1024x768 video=Virtual-1:1024x768 ;;
 	gles-bench) case_gles gles-bench gles-bench "guest.frames=$GLES_FRAMES" ;;
 	*) echo "unknown case $c"; fail=$((fail + 1)) ;;
 	esac
