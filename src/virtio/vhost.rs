@@ -35,6 +35,8 @@ pub const NUM_QUEUES: usize = 2;
 pub const MAX_QUEUE_SIZE: u16 = 1024;
 /// Most memory regions in one `SET_MEM_TABLE` (the vhost-user limit without mem slots).
 const MAX_MEM_REGIONS: usize = 8;
+/// Most replaced guest memory tables kept mapped before the device is reset.
+const MAX_RETIRED_MEMS: usize = 8;
 
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
@@ -76,6 +78,9 @@ pub struct VhostUserGpu {
     gpu: Gpu,
     name: String,
     mem: Option<GuestMemoryMmap>,
+    /// Guest memory replaced by a later `SET_MEM_TABLE`: kept mapped, because virglrenderer may
+    /// hold pointers into it (3D backing) until the device resets.
+    retired_mems: Vec<GuestMemoryMmap>,
     mappings: Vec<AddressMapping>,
     vrings: [Vring; NUM_QUEUES],
     acked_features: u64,
@@ -95,6 +100,7 @@ impl VhostUserGpu {
             gpu: Gpu::new(config),
             name,
             mem: None,
+            retired_mems: Vec::new(),
             mappings: Vec::new(),
             vrings: [Vring::new(), Vring::new()],
             acked_features: 0,
@@ -125,6 +131,7 @@ impl VhostUserGpu {
     pub fn reset(&mut self) {
         self.gpu.reset();
         self.mem = None;
+        self.retired_mems.clear();
         self.mappings.clear();
         self.vrings = [Vring::new(), Vring::new()];
         self.acked_features = 0;
@@ -301,7 +308,17 @@ impl VhostUserBackendReqHandlerMut for VhostUserGpu {
             vhost_user::Error::InvalidParam
         })?;
         info!(guest = %self.name, "guest memory: {} region(s)", mappings.len());
-        self.mem = Some(mem);
+        if let Some(old) = self.mem.replace(mem) {
+            if self.retired_mems.len() >= MAX_RETIRED_MEMS {
+                // Bound the address space kept: start the device over (frees every resource,
+                // so no backing points into the old mappings any more).
+                warn!(guest = %self.name, "guest memory replaced {MAX_RETIRED_MEMS} times; resetting the device");
+                self.gpu.reset();
+                self.retired_mems.clear();
+            } else {
+                self.retired_mems.push(old);
+            }
+        }
         self.mappings = mappings;
         Ok(None)
     }

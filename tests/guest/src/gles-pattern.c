@@ -153,7 +153,8 @@ int main(int argc, char **argv)
 	draw();
 	eglSwapBuffers(dpy, es);
 	struct gbm_bo *bo = gbm_surface_lock_front_buffer(surf);
-	if (drmModeSetCrtc(fd, crtc, fb_of(fd, bo), 0, 0, &conn->connector_id, 1, &mode))
+	uint32_t fb = fb_of(fd, bo);
+	if (drmModeSetCrtc(fd, crtc, fb, 0, 0, &conn->connector_id, 1, &mode))
 		DIE("drmModeSetCrtc failed\n");
 
 	if (frames > 0) {
@@ -163,13 +164,17 @@ int main(int argc, char **argv)
 			draw();
 			eglSwapBuffers(dpy, es);
 			struct gbm_bo *next = gbm_surface_lock_front_buffer(surf);
+			uint32_t next_fb = fb_of(fd, next);
 			int pending = 1;
-			if (drmModePageFlip(fd, crtc, fb_of(fd, next), DRM_MODE_PAGE_FLIP_EVENT, &pending))
+			if (drmModePageFlip(fd, crtc, next_fb, DRM_MODE_PAGE_FLIP_EVENT, &pending))
 				DIE("drmModePageFlip failed\n");
 			while (pending)
 				drmHandleEvent(fd, &ev);
+			/* the previous buffer is off screen now: free its framebuffer and hand it back */
+			drmModeRmFB(fd, fb);
 			gbm_surface_release_buffer(surf, bo);
 			bo = next;
+			fb = next_fb;
 		}
 		double s = now() - t0;
 		printf("GUEST-GLES-DONE frames=%d seconds=%.3f fps=%.1f renderer=\"%s\"\n", frames, s, frames / s, renderer);
