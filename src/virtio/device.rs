@@ -333,6 +333,12 @@ impl Resource {
     /// RGBA8 (bytes R, G, B, A; `rect.width * 4` bytes per row, rows top to
     /// bottom). `None` if the rect is invalid or memory cannot be allocated.
     pub fn read_rgba8(&self, rect: Rect) -> Option<Vec<u8>> {
+        self.read_rgba8_as(rect, self.format)
+    }
+
+    /// [`Resource::read_rgba8`], reading the bytes as `format` instead of the resource's own
+    /// (same size per pixel): e.g. a cursor's B8G8R8X8 bytes as B8G8R8A8.
+    pub fn read_rgba8_as(&self, rect: Rect, format: Format) -> Option<Vec<u8>> {
         if rect.is_empty() || !rect.fits_in(self.width, self.height) {
             return None;
         }
@@ -345,7 +351,7 @@ impl Resource {
         for (i, dst) in out.chunks_exact_mut(row_bytes).enumerate() {
             let row = self.row(rect.y.checked_add(u32::try_from(i).ok()?)?)?;
             let src = row.get(x0..x0.checked_add(row_bytes)?)?;
-            self.format.to_rgba8(src, dst);
+            format.to_rgba8(src, dst);
         }
         Some(out)
     }
@@ -1505,7 +1511,11 @@ impl Gpu {
             if res.width > MAX_CURSOR_DIMENSION || res.height > MAX_CURSOR_DIMENSION {
                 return Err(GuestError::CursorTooLarge);
             }
-            let rgba = res.read_rgba8(Rect::new(0, 0, res.width, res.height)).ok_or(GuestError::AllocationFailed)?;
+            // The cursor plane reads its buffer as ARGB (premultiplied), whatever format the
+            // resource was created with (Linux: B8G8R8X8 for every dumb buffer).
+            let rgba = res
+                .read_rgba8_as(Rect::new(0, 0, res.width, res.height), res.format.with_alpha())
+                .ok_or(GuestError::AllocationFailed)?;
             Some(CursorImage {
                 width: res.width,
                 height: res.height,

@@ -57,6 +57,19 @@ pub enum Format {
 }
 
 impl Format {
+    /// The same byte order with the X byte read as alpha (A formats are returned unchanged).
+    /// Cursor planes read their buffer as ARGB even though Linux creates every dumb buffer,
+    /// the cursor's included, as a B8G8R8X8 resource.
+    pub fn with_alpha(self) -> Format {
+        match self {
+            Format::B8G8R8X8 => Format::B8G8R8A8,
+            Format::X8R8G8B8 => Format::A8R8G8B8,
+            Format::X8B8G8R8 => Format::A8B8G8R8,
+            Format::R8G8B8X8 => Format::R8G8B8A8,
+            other => other,
+        }
+    }
+
     /// All formats, in `VIRTIO_GPU_FORMAT_*` order.
     pub const ALL: [Format; 8] = [
         Format::B8G8R8A8,

@@ -11,6 +11,16 @@
 #                [--out DIR | --kernel F --initrd F] [--dry-run]
 #                [--start-backend [--backend-bin PATH] [--backend-args "..."]]
 #                [--screendump [HEAD:]FILE]... [--check] [--settle S] [--ready REGEX]
+#                [--rootfs IMG] [--builtin DEVICE] [--display SPEC] [--xvfb [--xvfb-size WxH]]
+#
+# --rootfs IMG: the 3D tests' root filesystem (build-rootfs-3d.sh), read-only on
+# virtio-blk, guest.root=/dev/vda.  --builtin DEVICE: no vhost-user, QEMU's own DEVICE
+# instead (virtio-gpu-gl-pci: QEMU's virglrenderer, the 3D reference); --socket is then
+# not needed.  --display SPEC: QEMU's -display (default none; sdl,gl=on with --builtin
+# virtio-gpu-gl-pci).  --xvfb: a private Xvfb (--xvfb-size, 1920x1200) for that display,
+# ended afterwards.  --screendump x:FILE: screenshot of the whole X screen (ImageMagick
+# import; QMP screendump has no surface for a GL scanout), --check finds the picture
+# in it (check-pattern.py --locate).
 #
 # QEMU is the vhost-user client: the backend listens on --socket; run-guest
 # waits up to --socket-wait seconds (10) for it to appear.  --reconnect-ms MS
@@ -44,8 +54,9 @@ ACCEL=auto CPU= SMP=1 OUTDIR=${CARGO_TARGET_DIR:-$REPO/target}/guest KERNEL= INI
 START_BACKEND=0 BACKEND_BIN=/usr/lib/qemu/vhost-user-gpu BACKEND_ARGS=
 DUMPS=() CHECK=0 SETTLE=0.5 TIMEOUT=300 WORKDIR= QUIET=0 EXTRA_QEMU=() DRY_RUN=0
 FORCE_HEADS=1 HEAD_MODE=1024x768 READY_RE= RECONNECT_MS= SOCKET_WAIT=10
+DISPLAY_SPEC=none BUILTIN= XVFB=0 XVFB_SIZE=1920x1200
 
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--socket) SOCKET=$2; shift ;;
@@ -81,6 +92,10 @@ while [ $# -gt 0 ]; do
 	--quiet) QUIET=1 ;;
 	--qemu-arg) EXTRA_QEMU+=("$2"); shift ;;
 	--rootfs) ROOTFS=$2; shift ;;
+	--builtin) BUILTIN=$2; shift ;;
+	--display) DISPLAY_SPEC=$2; shift ;;
+	--xvfb) XVFB=1 ;;
+	--xvfb-size) XVFB_SIZE=$2; shift ;;
 	--dry-run) DRY_RUN=1 ;;
 	-h | --help) usage 0 ;;
 	*) echo "run-guest: unknown option $1" >&2; usage ;;
@@ -91,7 +106,8 @@ done
 log() { printf '[run-guest] %s\n' "$*" >&2; }
 die() { printf '[run-guest] ERROR: %s\n' "$*" >&2; exit 2; }
 
-[ -n "$SOCKET" ] || die "--socket PATH is required"
+[ -n "$SOCKET" ] || [ -n "$BUILTIN" ] || die "--socket PATH is required (or --builtin DEVICE)"
+[ -z "$BUILTIN" ] || START_BACKEND=0
 [[ "$OUTPUTS" =~ ^[1-9][0-9]*$ ]] || die "--outputs must be a positive number"
 [ -z "$RECONNECT_MS" ] || [[ "$RECONNECT_MS" =~ ^[0-9]+$ ]] || die "--reconnect-ms must be a number"
 KERNEL=${KERNEL:-$OUTDIR/vmlinuz}
@@ -141,12 +157,15 @@ CHARDEV="socket,id=vgpu0,path=$SOCKET"
 QEMU=(qemu-system-x86_64 "${ACCEL_ARGS[@]}" -machine "q35,memory-backend=mem0" -m "$MEM" -smp "$SMP"
 	-object "memory-backend-memfd,id=mem0,size=$MEM,share=on"
 	-kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
-	-nodefaults -vga none -display none -no-reboot
+	-nodefaults -vga none -display "$DISPLAY_SPEC" -no-reboot
 	-chardev "file,id=ser0,path=$SERIAL" -serial chardev:ser0
-	-qmp "unix:$QMP,server=on,wait=off"
-	-chardev "$CHARDEV"
-	-device "vhost-user-gpu-pci,chardev=vgpu0,id=gpu0,max_outputs=$OUTPUTS"
-	"${EXTRA_QEMU[@]}")
+	-qmp "unix:$QMP,server=on,wait=off")
+if [ -n "$BUILTIN" ]; then
+	QEMU+=(-device "$BUILTIN,id=gpu0,max_outputs=$OUTPUTS")
+else
+	QEMU+=(-chardev "$CHARDEV" -device "vhost-user-gpu-pci,chardev=vgpu0,id=gpu0,max_outputs=$OUTPUTS")
+fi
+QEMU+=("${EXTRA_QEMU[@]}")
 
 shq() { # quote an argument for display only where the shell needs it
 	if [[ "$1" =~ ^[A-Za-z0-9_,.=:/+@%-]+$ ]]; then printf ' %s' "$1"; else printf " '%s'" "${1//\'/\'\\\'\'}"; fi
@@ -158,10 +177,10 @@ shq() { # quote an argument for display only where the shell needs it
 rm -f "$QMP" "$WORKDIR/qemu.pid"
 
 # --------------------------------------------------------------- processes
-BACKEND_PID= QEMU_PID= TAIL_PID=
+BACKEND_PID= QEMU_PID= TAIL_PID= XVFB_PID=
 cleanup() {
 	local p
-	for p in "$TAIL_PID" "$QEMU_PID" "$BACKEND_PID"; do
+	for p in "$TAIL_PID" "$QEMU_PID" "$BACKEND_PID" "$XVFB_PID"; do
 		[ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
 	done
 	rm -f "$QMP"
@@ -171,6 +190,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+if [ "$XVFB" = 1 ]; then
+	command -v Xvfb >/dev/null || die "--xvfb needs Xvfb (apt-get install xvfb)"
+	n=90
+	while [ -e "/tmp/.X11-unix/X$n" ] || [ -e "/tmp/.X$n-lock" ]; do n=$((n + 1)); done
+	Xvfb ":$n" -screen 0 "${XVFB_SIZE}x24" -nolisten tcp >"$WORKDIR/xvfb.log" 2>&1 &
+	XVFB_PID=$!
+	for _ in $(seq 100); do [ -e "/tmp/.X11-unix/X$n" ] && break; sleep 0.1; done
+	[ -e "/tmp/.X11-unix/X$n" ] || die "Xvfb :$n did not start ($(tail -n 3 "$WORKDIR/xvfb.log"))"
+	export DISPLAY=":$n"
+	unset WAYLAND_DISPLAY
+	log "Xvfb :$n (pid $XVFB_PID, ${XVFB_SIZE})"
+fi
 if [ "$START_BACKEND" = 1 ]; then
 	rm -f "$SOCKET"
 	# shellcheck disable=SC2086
@@ -178,9 +209,11 @@ if [ "$START_BACKEND" = 1 ]; then
 	BACKEND_PID=$!
 	log "backend: $BACKEND_BIN --socket-path=$SOCKET $BACKEND_ARGS (pid $BACKEND_PID, log $WORKDIR/backend.log)"
 fi
-n=$(awk "BEGIN{print int($SOCKET_WAIT * 10)}")
-for ((i = 0; i < n; i++)); do [ -S "$SOCKET" ] && break; sleep 0.1; done
-[ -S "$SOCKET" ] || die "no vhost-user socket at $SOCKET after ${SOCKET_WAIT}s"
+if [ -z "$BUILTIN" ]; then
+	n=$(awk "BEGIN{print int($SOCKET_WAIT * 10)}")
+	for ((i = 0; i < n; i++)); do [ -S "$SOCKET" ] && break; sleep 0.1; done
+	[ -S "$SOCKET" ] || die "no vhost-user socket at $SOCKET after ${SOCKET_WAIT}s"
+fi
 
 T0=$(date +%s.%N)
 "${QEMU[@]}" >"$WORKDIR/qemu.log" 2>&1 </dev/null &
@@ -214,6 +247,24 @@ if [ ${#DUMPS[@]} -gt 0 ]; then
 	for d in "${DUMPS[@]}"; do
 		alive || { log "QEMU already exited (the guest powered off): no screendump"; rc=1; break; }
 		head=0 file=$d
+		if [[ "$d" =~ ^x:(.*)$ ]]; then
+			# the whole X screen (QEMU's window in Xvfb); the window may still be
+			# settling (resize to the guest's mode), so up to 3 tries
+			file=${BASH_REMATCH[1]} ok=0
+			command -v import >/dev/null || { log "x: screenshots need ImageMagick's import"; rc=1; continue; }
+			[ -n "${DISPLAY:-}" ] || { log "x: screenshots need an X display (--xvfb)"; rc=1; continue; }
+			xfmt=ppm; [[ "$file" == *.png ]] && xfmt=png24
+			size=$(sed -n 's/^GUEST-[A-Z-]* \([0-9]*x[0-9]*\).*/\1/p' <<<"$readyline")
+			for try in 1 2 3; do
+				[ "$try" = 1 ] || sleep 1
+				import -window root -depth 8 "$xfmt:$file" || continue
+				[ "$CHECK" = 1 ] || { ok=1; break; }
+				python3 "$HERE/check-pattern.py" "$file" --locate --frame "${frame:-0}" ${size:+--size "$size"} >"$WORKDIR/check.log" 2>&1 && { ok=1; break; }
+			done
+			[ "$CHECK" = 1 ] && cat "$WORKDIR/check.log" >&2
+			[ "$ok" = 1 ] && log "X screenshot ($DISPLAY) -> $file" || { log "X screenshot failed (or its check): $file"; rc=1; }
+			continue
+		fi
 		if [[ "$d" =~ ^([0-9]+):(.*)$ ]]; then head=${BASH_REMATCH[1]} file=${BASH_REMATCH[2]}; fi
 		fmt=ppm; [[ "$file" == *.png ]] && fmt=png
 		python3 "$HERE/qmp.py" "$QMP" screendump "$file" --format "$fmt" --device gpu0 --head "$head" >/dev/null || rc=1

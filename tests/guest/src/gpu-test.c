@@ -10,6 +10,7 @@
  *   gpu-test animate-dirty [opts]       N frames via DIRTYFB on 1 buffer
  *   gpu-test multihead [opts]           pattern on every connected output
  *   gpu-test fbpattern [opts]           pattern via /dev/fb0 (fbdev emulation)
+ *   gpu-test cursor    [opts]           pattern, then a hardware cursor (DRM_IOCTL_MODE_CURSOR2)
  *
  * opts: --mode WxH  --frames N  --hold SECS (0 = forever, -1 = exit at once)
  *       --card PATH --output I (connector index for pattern/animate)
@@ -411,13 +412,52 @@ static int t_pattern(void)
 	return 0;
 }
 
-/* The cursor test's picture: 64x64 ARGB8888, opaque 0x123456 with a 1-px 0xFFFFFF frame and
- * the hot spot pixel 0xABCDEF; hot spot (CURSOR_HOT_X, CURSOR_HOT_Y), placed at (CURSOR_X, CURSOR_Y)
- * of the scanout.  The host checks these pixels in its output screenshot. */
+/* The cursor test (keep in sync with cursor_argb() in tests/e2e/run.py).
+ *
+ * Picture: 64x64 ARGB8888, premultiplied alpha (what DRM cursor planes take):
+ *   x,y < 48:           opaque; 1-px white frame (x or y = 0 or 47), inside 0x123456,
+ *                       the hot spot pixel (CURSOR_HOT_X, CURSOR_HOT_Y) 0xABCDEF
+ *   52 <= x,y < 60:     translucent: alpha 0x80, premultiplied red 0x80 (0x80800000)
+ *   everything else:    fully transparent (0x00000000)
+ * Linux creates every dumb buffer as a B8G8R8X8 resource; the cursor plane still reads it
+ * as ARGB8888, so a host must take the cursor's fourth byte as alpha.
+ *
+ * Placement, with the legacy cursor ioctl (the kernel turns it into an atomic update of the
+ * CRTC's cursor plane; its x,y are the plane's, i.e. the image's top-left corner, and the
+ * hot spot goes separately as the plane's HOTSPOT_X/Y, which virtio-gpu forwards):
+ *   1. DRM_MODE_CURSOR_BO | DRM_MODE_CURSOR_MOVE at (CURSOR_FROM_X, CURSOR_FROM_Y):
+ *      virtio-gpu sends UPDATE_CURSOR (image, hot spot, position)
+ *   2. DRM_MODE_CURSOR_MOVE to (CURSOR_X - CURSOR_HOT_X, CURSOR_Y - CURSOR_HOT_Y), so the
+ *      hot spot is at (CURSOR_X, CURSOR_Y): virtio-gpu sends MOVE_CURSOR
+ * READY line: GUEST-CURSOR-READY WxH head=N x=CURSOR_X y=CURSOR_Y hot=HX,HY size=64x64
+ *             plane=PX,PY from=FX,FY  (x,y = where the hot spot is; plane = image top-left) */
+#define CURSOR_SIZE 64
 #define CURSOR_HOT_X 10
 #define CURSOR_HOT_Y 12
 #define CURSOR_X 400
 #define CURSOR_Y 300
+#define CURSOR_FROM_X 700
+#define CURSOR_FROM_Y 500
+
+static uint32_t cursor_argb(int x, int y)
+{
+	if (x < 48 && y < 48) {
+		if (x == 0 || y == 0 || x == 47 || y == 47)
+			return 0xFFFFFFFFu;
+		if (x == CURSOR_HOT_X && y == CURSOR_HOT_Y)
+			return 0xFFABCDEFu;
+		return 0xFF123456u;
+	}
+	if (x >= 52 && x < 60 && y >= 52 && y < 60)
+		return 0x80800000u;
+	return 0;
+}
+
+static void cursor_ioctl(int fd, struct drm_mode_cursor2 *c, const char *what)
+{
+	if (xioctl(fd, DRM_IOCTL_MODE_CURSOR2, c))
+		DIE("MODE_CURSOR2 (%s): %s\n", what, strerror(errno));
+}
 
 static int t_cursor(void)
 {
@@ -426,8 +466,10 @@ static int t_cursor(void)
 	int fd = open_card();
 	struct output *o = show_pattern(fd, outs, &b);
 	int head = (int)(o - outs);
+	if (vgpu_sync(fd))
+		LOG("GUEST-WARN sync: %s\n", strerror(errno));
 
-	struct drm_mode_create_dumb cd = { .width = 64, .height = 64, .bpp = 32 };
+	struct drm_mode_create_dumb cd = { .width = CURSOR_SIZE, .height = CURSOR_SIZE, .bpp = 32 };
 	if (xioctl(fd, DRM_IOCTL_MODE_CREATE_DUMB, &cd))
 		DIE("CREATE_DUMB cursor: %s\n", strerror(errno));
 	struct drm_mode_map_dumb md = { .handle = cd.handle };
@@ -436,32 +478,38 @@ static int t_cursor(void)
 	uint8_t *map = mmap(NULL, cd.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, md.offset);
 	if (map == MAP_FAILED)
 		DIE("mmap cursor: %s\n", strerror(errno));
-	for (int y = 0; y < 64; y++) {
+	for (int y = 0; y < CURSOR_SIZE; y++) {
 		uint32_t *row = (uint32_t *)(map + (size_t)y * cd.pitch);
-		for (int x = 0; x < 64; x++) {
-			uint32_t c = (x == 0 || y == 0 || x == 63 || y == 63) ? 0xFFFFFFFFu : 0xFF123456u;
-			if (x == CURSOR_HOT_X && y == CURSOR_HOT_Y)
-				c = 0xFFABCDEFu;
-			row[x] = c;
-		}
+		for (int x = 0; x < CURSOR_SIZE; x++)
+			row[x] = cursor_argb(x, y);
 	}
-	struct drm_mode_cursor2 cur = {
+
+	/* 1. image + hot spot, at a first position: UPDATE_CURSOR */
+	struct drm_mode_cursor2 set = {
 		.flags = DRM_MODE_CURSOR_BO | DRM_MODE_CURSOR_MOVE,
 		.crtc_id = o->crtc_id,
-		.x = CURSOR_X - CURSOR_HOT_X,
-		.y = CURSOR_Y - CURSOR_HOT_Y,
-		.width = 64,
-		.height = 64,
+		.x = CURSOR_FROM_X,
+		.y = CURSOR_FROM_Y,
+		.width = CURSOR_SIZE,
+		.height = CURSOR_SIZE,
 		.handle = cd.handle,
 		.hot_x = CURSOR_HOT_X,
 		.hot_y = CURSOR_HOT_Y,
 	};
-	if (xioctl(fd, DRM_IOCTL_MODE_CURSOR2, &cur))
-		DIE("MODE_CURSOR2: %s\n", strerror(errno));
-	if (vgpu_sync(fd))
-		LOG("GUEST-WARN sync: %s\n", strerror(errno));
-	LOG("GUEST-CURSOR-READY %dx%d head=%d x=%d y=%d hot=%d,%d\n", b.w, b.h, head, CURSOR_X, CURSOR_Y,
-	    CURSOR_HOT_X, CURSOR_HOT_Y);
+	cursor_ioctl(fd, &set, "set");
+	/* 2. move only: MOVE_CURSOR, the image's top-left so that the hot spot is at CURSOR_X,Y */
+	struct drm_mode_cursor2 move = {
+		.flags = DRM_MODE_CURSOR_MOVE,
+		.crtc_id = o->crtc_id,
+		.x = CURSOR_X - CURSOR_HOT_X,
+		.y = CURSOR_Y - CURSOR_HOT_Y,
+	};
+	cursor_ioctl(fd, &move, "move");
+	/* The kernel waited for the cursor image's TRANSFER_TO_HOST_2D (fenced) before sending
+	 * UPDATE_CURSOR; the cursor queue itself has no fence, so the host allows a moment. */
+	LOG("GUEST-CURSOR-READY %dx%d head=%d x=%d y=%d hot=%d,%d size=%dx%d plane=%d,%d from=%d,%d\n",
+	    b.w, b.h, head, CURSOR_X, CURSOR_Y, CURSOR_HOT_X, CURSOR_HOT_Y, CURSOR_SIZE, CURSOR_SIZE,
+	    CURSOR_X - CURSOR_HOT_X, CURSOR_Y - CURSOR_HOT_Y, CURSOR_FROM_X, CURSOR_FROM_Y);
 	hold();
 	return 0;
 }
@@ -618,7 +666,7 @@ static int t_fbpattern(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern"
+		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern|cursor"
 			" [--mode WxH] [--frames N] [--hold S] [--card PATH] [--output I]"
 			" [--buffers N] [--redraw] [--start-pause MS]\n", argv[0]);
 		return 2;
