@@ -51,23 +51,28 @@ class Skip(Exception):
     """The case does not apply to this backend."""
 
 
-def build_rootfs_3d():
-    """Build (or reuse) the 3D guests' root filesystem (Mesa, kmscube) in target/guest."""
-    r = subprocess.run([str(KIT / "build-rootfs-3d.sh"), str(GUEST_OUT)], stdout=subprocess.PIPE,
+def _run_kit(script):
+    """Run a kit build script with target/guest as its output; returns its stdout, or raises
+    with its stderr."""
+    r = subprocess.run([str(KIT / script), str(GUEST_OUT)], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stderr)
-        raise CaseFailure(f"tests/guest/build-rootfs-3d.sh failed (rc {r.returncode})")
-    return Path(r.stdout.strip().splitlines()[-1])
+        raise CaseFailure(f"tests/guest/{script} failed (rc {r.returncode})")
+    return r.stdout
+
+
+def build_rootfs_3d():
+    """Build (or reuse) the 3D guests' root filesystem (Mesa, kmscube) in target/guest."""
+    return Path(_run_kit("build-rootfs-3d.sh").strip().splitlines()[-1])
 
 
 def build_guest():
     """Build (or reuse) the guest kernel + initramfs in target/guest."""
-    r = subprocess.run([str(KIT / "build-guest.sh"), str(GUEST_OUT)], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.stderr.write(r.stderr)
-        raise SystemExit(f"tests/guest/build-guest.sh failed (rc {r.returncode})")
+    try:
+        _run_kit("build-guest.sh")
+    except CaseFailure as e:
+        raise SystemExit(str(e))
     return GUEST_OUT
 
 

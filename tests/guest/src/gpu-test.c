@@ -385,7 +385,8 @@ static int t_info(void)
 	return 0;
 }
 
-/* The picture on the chosen output: buffer, SETCRTC, DIRTYFB.  Returns the output. */
+/* The picture on the chosen output: buffer, SETCRTC, DIRTYFB, then a fenced sync so the
+ * host has consumed it.  Returns the output. */
 static struct output *show_pattern(int fd, struct output *outs, struct buffer *b)
 {
 	int n = probe_all(fd, outs);
@@ -395,6 +396,8 @@ static struct output *show_pattern(int fd, struct output *outs, struct buffer *b
 	set_crtc(fd, o, b);
 	if (dirty_fb(fd, b))
 		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
+	if (vgpu_sync(fd))
+		LOG("GUEST-WARN sync: %s\n", strerror(errno));
 	return o;
 }
 
@@ -405,8 +408,6 @@ static int t_pattern(void)
 	int fd = open_card();
 	struct output *o = show_pattern(fd, outs, &b);
 	int head = (int)(o - outs);
-	if (vgpu_sync(fd))
-		LOG("GUEST-WARN sync: %s\n", strerror(errno));
 	LOG("GUEST-PATTERN-READY %dx%d head=%d output=%s\n", b.w, b.h, head, o->name);
 	hold();
 	return 0;
@@ -466,8 +467,6 @@ static int t_cursor(void)
 	int fd = open_card();
 	struct output *o = show_pattern(fd, outs, &b);
 	int head = (int)(o - outs);
-	if (vgpu_sync(fd))
-		LOG("GUEST-WARN sync: %s\n", strerror(errno));
 
 	struct drm_mode_create_dumb cd = { .width = CURSOR_SIZE, .height = CURSOR_SIZE, .bpp = 32 };
 	if (xioctl(fd, DRM_IOCTL_MODE_CREATE_DUMB, &cd))
