@@ -512,22 +512,21 @@ impl State {
         match req {
             Request::List => Ok(self.comp.describe()),
             Request::ScreenshotScanout { guest, scanout, path } => {
-                let window = self
+                let scanouts = &self
                     .comp
                     .guests
                     .iter()
                     .find(|g| g.name == guest)
                     .ok_or_else(|| anyhow!("no guest named {guest}"))?
-                    .scanouts
+                    .scanouts;
+                let window = scanouts
                     .window(scanout)
                     .cloned()
                     .ok_or_else(|| anyhow!("guest {guest} has no scanout {scanout}"))?;
-                let renderer = self.backend.renderer();
-                let guest_index = self.comp.guests.iter().position(|g| g.name == guest).unwrap_or(0);
-                let shown = self.comp.guests.get(guest_index).is_some_and(|g| g.scanouts.is_mapped(scanout));
-                if !shown {
+                if !scanouts.is_mapped(scanout) {
                     anyhow::bail!("scanout {scanout} of {guest} shows nothing");
                 }
+                let renderer = self.backend.renderer();
                 self.comp.upload_scanouts(renderer);
                 let size = window.size();
                 let size: Size<i32, Physical> = (size.w, size.h).into();
