@@ -65,6 +65,19 @@ impl Vring {
     }
 }
 
+impl Vring {
+    /// After used entries were added: interrupt the guest through the call eventfd, unless
+    /// `VIRTIO_RING_F_EVENT_IDX` says it does not want one yet.
+    fn signal_used(&mut self, mem: &GuestMemoryMmap, guest: &str, index: usize) {
+        let notify = self.queue.needs_notification(mem).unwrap_or(true);
+        if let (true, Some(call)) = (notify, self.call.as_ref())
+            && let Err(e) = call.write(1)
+        {
+            warn!(guest, "signalling queue {index}: {e}");
+        }
+    }
+}
+
 /// A mapping of VMM virtual addresses to guest physical addresses (one `SET_MEM_TABLE` region).
 #[derive(Clone, Copy, Debug)]
 struct AddressMapping {
@@ -174,12 +187,7 @@ impl VhostUserGpu {
         if !used {
             return;
         }
-        let notify = vring.queue.needs_notification(mem).unwrap_or(true);
-        if let (true, Some(call)) = (notify, vring.call.as_ref())
-            && let Err(e) = call.write(1)
-        {
-            warn!(guest = %self.name, "signalling queue {index}: {e}");
-        }
+        vring.signal_used(mem, &self.name, index);
     }
 
     /// Answer the deferred (fenced) responses whose fences virglrenderer retired, and signal the
@@ -193,12 +201,7 @@ impl VhostUserGpu {
         if !self.gpu.retire_fences(fences, &mut vring.queue, mem) {
             return;
         }
-        let notify = vring.queue.needs_notification(mem).unwrap_or(true);
-        if let (true, Some(call)) = (notify, vring.call.as_ref())
-            && let Err(e) = call.write(1)
-        {
-            warn!(guest = %self.name, "signalling the ctrl queue: {e}");
-        }
+        vring.signal_used(mem, &self.name, CTRL_QUEUE);
     }
 
     fn vring(&mut self, index: u32) -> Result<&mut Vring> {
