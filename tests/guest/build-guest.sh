@@ -3,7 +3,8 @@
 #
 # Output (OUTDIR, default: <repo>/target/guest, or $CARGO_TARGET_DIR/guest):
 #   vmlinuz               Debian kernel (bookworm-backports linux-image-amd64, 6.12.x)
-#   initramfs.cpio.gz     busybox + virtio-gpu/DRM modules + gpu-test + /init
+#   initramfs.cpio.gz     busybox + virtio-gpu/DRM (+ virtio-blk/ext4, virtio-input/evdev)
+#                         modules + gpu-test + /init
 #   gpu-test              the static test client (also inside the initramfs)
 #   BUILD-INFO            versions, sizes
 # Cache: OUTDIR/cache (downloaded .debs, private apt lists, extracted kernel).
@@ -154,9 +155,12 @@ if [ ! -x "$OUT/gpu-test" ] || [ "$(cat "$CACHE/gpu-test.sig" 2>/dev/null)" != "
 fi
 
 # ------------------------------------------------- module closure (topo order)
-# virtio-gpu and what it needs, and virtio_blk + ext4 for the 3D tests' root
-# filesystem on a disk (build-rootfs-3d.sh).
-WANT=(virtio-gpu virtio_blk crc32c_generic ext4 ${EXTRA_MODULES:-})
+# virtio-gpu and what it needs, virtio_blk + ext4 for the 3D tests' root
+# filesystem on a disk (build-rootfs-3d.sh), and evdev + virtio_input for the
+# input test (/dev/input/event* of QEMU's virtio-keyboard-pci/virtio-tablet-pci;
+# evdev first, so the event nodes appear as virtio_input probes).  The list of
+# modules is part of the initramfs's signature: a change here rebuilds it.
+WANT=(virtio-gpu virtio_blk crc32c_generic ext4 evdev virtio_input ${EXTRA_MODULES:-})
 declare -A DEPS=() PATHOF=() DONE=()
 while IFS= read -r line; do
 	mod=${line%%:*}

@@ -11,6 +11,9 @@
  *   gpu-test multihead [opts]           pattern on every connected output
  *   gpu-test fbpattern [opts]           pattern via /dev/fb0 (fbdev emulation)
  *   gpu-test cursor    [opts]           pattern, then a hardware cursor (DRM_IOCTL_MODE_CURSOR2)
+ *   gpu-test follow    [opts]           pattern on output 0 in its preferred mode, redrawn
+ *                                       at the new size whenever the host changes that mode
+ *   gpu-test input     [opts]           pattern, then every /dev/input/event* event printed
  *
  * opts: --mode WxH  --frames N  --hold SECS (0 = forever, -1 = exit at once)
  *       --card PATH --output I (connector index for pattern/animate)
@@ -43,7 +46,11 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <sys/socket.h>
 #include <linux/fb.h>
+#include <linux/input.h>
+#include <linux/netlink.h>
 
 #include <drm.h>
 #include <drm_mode.h>
@@ -327,6 +334,36 @@ static int vgpu_sync(int fd)
 	return r;
 }
 
+static void destroy_buffer(int fd, struct buffer *b)
+{
+	munmap(b->map, b->size);
+	if (xioctl(fd, DRM_IOCTL_MODE_RMFB, &b->fb_id))
+		LOG("GUEST-WARN RMFB: %s\n", strerror(errno));
+	struct drm_mode_destroy_dumb dd = { .handle = b->handle };
+	if (xioctl(fd, DRM_IOCTL_MODE_DESTROY_DUMB, &dd))
+		LOG("GUEST-WARN DESTROY_DUMB: %s\n", strerror(errno));
+	memset(b, 0, sizeof(*b));
+}
+
+/* --hold as a deadline for the tests that keep working while they hold
+ * (follow, input): 0 = never, < 0 = now */
+static double hold_deadline(void)
+{
+	return opt_hold == 0 ? 0 : now() + (opt_hold > 0 ? opt_hold : 0);
+}
+
+/* poll() timeout in ms: at most `step_ms`, less when the deadline is nearer;
+ * -2 once it has passed */
+static int hold_timeout(double deadline, int step_ms)
+{
+	if (deadline == 0)
+		return step_ms;
+	double left = deadline - now();
+	if (left <= 0)
+		return -2;
+	return left * 1000 < step_ms ? (int)(left * 1000) + 1 : step_ms;
+}
+
 static void hold(void)
 {
 	if (opt_hold < 0)
@@ -542,6 +579,277 @@ static int t_multihead(void)
 	return lit ? 0 : 1;
 }
 
+/* follow: the picture on the chosen output in the connector's preferred mode (the mode
+ * flagged DRM_MODE_TYPE_PREFERRED, else the first; --mode and video= are not used),
+ * kept in that mode: when the host changes the display (virtio-gpu's display-change
+ * event: Linux re-reads GET_DISPLAY_INFO and the EDIDs, then sends a hotplug uevent),
+ * a new dumb buffer of the new size gets the picture, SETCRTC shows it (DIRTYFB, fenced
+ * sync), the old buffer is freed.  The connector is re-probed on every kernel uevent
+ * (NETLINK_KOBJECT_UEVENT) and every FOLLOW_POLL_MS besides.
+ *   GUEST-MODE WxH               after each mode set, the first one included
+ *   GUEST-PATTERN-READY WxH head=N output=NAME   once, after the first
+ *   GUEST-HOTPLUG n=K            on each drm hotplug uevent (K counts them)
+ * A disconnected connector or one without modes leaves the picture as it is. */
+#define FOLLOW_POLL_MS 200
+
+/* the connector's preferred mode (else its first); 0 when it is disconnected or has
+ * no modes.  count_modes = 0 makes the kernel probe the connector again. */
+static int preferred_mode(int fd, uint32_t conn_id, struct drm_mode_modeinfo *out)
+{
+	struct drm_mode_modeinfo *modes = NULL;
+	int found = 0;
+	for (int tries = 0; tries < 5; tries++) {
+		struct drm_mode_get_connector c = { .connector_id = conn_id };
+		if (xioctl(fd, DRM_IOCTL_MODE_GETCONNECTOR, &c))
+			DIE("GETCONNECTOR: %s\n", strerror(errno));
+		if (c.connection != 1 || c.count_modes == 0)
+			break;
+		uint32_t nm = c.count_modes;
+		free(modes);
+		modes = calloc(nm, sizeof(*modes));
+		struct drm_mode_get_connector c2 = {
+			.connector_id = conn_id, .count_modes = nm, .modes_ptr = (uintptr_t)modes,
+		};
+		if (xioctl(fd, DRM_IOCTL_MODE_GETCONNECTOR, &c2))
+			DIE("GETCONNECTOR(2): %s\n", strerror(errno));
+		if (c2.count_modes > nm)
+			continue; /* the list grew in between: again */
+		if (c2.connection != 1 || c2.count_modes == 0)
+			break;
+		int pick = 0;
+		for (int k = 0; k < (int)c2.count_modes; k++)
+			if (modes[k].type & DRM_MODE_TYPE_PREFERRED) {
+				pick = k;
+				break;
+			}
+		*out = modes[pick];
+		found = 1;
+		break;
+	}
+	free(modes);
+	return found;
+}
+
+/* a NETLINK_KOBJECT_UEVENT socket (the kernel's broadcast group), or -1 */
+static int uevent_socket(void)
+{
+	int s = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_KOBJECT_UEVENT);
+	if (s < 0)
+		return -1;
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
+/* drain the socket; returns how many of the messages were drm hotplug events */
+static int read_uevents(int s)
+{
+	static char buf[8192];
+	int hotplugs = 0;
+	for (;;) {
+		ssize_t n = recv(s, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			return hotplugs;
+		buf[n] = 0;
+		int drm = 0, hp = 0;
+		/* "ACTION@DEVPATH\0KEY=VALUE\0..." */
+		for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
+			if (!strcmp(p, "SUBSYSTEM=drm"))
+				drm = 1;
+			else if (!strcmp(p, "HOTPLUG=1"))
+				hp = 1;
+		}
+		hotplugs += drm && hp;
+	}
+}
+
+static void show_mode(int fd, struct output *o, struct buffer *b, int head)
+{
+	create_buffer(fd, o->mode.hdisplay, o->mode.vdisplay, b);
+	draw(b->map, b->pitch, b->w, b->h, head, 0);
+	set_crtc(fd, o, b);
+	if (dirty_fb(fd, b))
+		LOG("GUEST-WARN DIRTYFB: %s\n", strerror(errno));
+	if (vgpu_sync(fd))
+		LOG("GUEST-WARN sync: %s\n", strerror(errno));
+	LOG("GUEST-MODE %dx%d\n", b->w, b->h);
+}
+
+static int t_follow(void)
+{
+	struct output outs[MAX_OUT];
+	struct buffer cur, next;
+	int fd = open_card();
+	if (opt_w)
+		LOG("GUEST-WARN follow: --mode %dx%d not used (follows the preferred mode)\n",
+		    opt_w, opt_h);
+	int n = probe_all(fd, outs);
+	struct output *o = pick_output(outs, n);
+	int head = (int)(o - outs);
+	struct drm_mode_modeinfo m;
+	if (preferred_mode(fd, o->conn_id, &m))
+		o->mode = m;
+	int us = uevent_socket();
+	if (us < 0)
+		LOG("GUEST-WARN follow: no uevent socket (%s), polling only\n", strerror(errno));
+	show_mode(fd, o, &cur, head);
+	LOG("GUEST-PATTERN-READY %dx%d head=%d output=%s\n", cur.w, cur.h, head, o->name);
+
+	double deadline = hold_deadline();
+	int hotplugs = 0;
+	for (;;) {
+		int t = hold_timeout(deadline, FOLLOW_POLL_MS);
+		if (t == -2)
+			break;
+		struct pollfd p = { .fd = us, .events = POLLIN };
+		if (poll(&p, us >= 0 ? 1 : 0, t) > 0 && (p.revents & POLLIN)) {
+			int h = read_uevents(us);
+			for (int i = 0; i < h; i++)
+				LOG("GUEST-HOTPLUG n=%d\n", ++hotplugs);
+		}
+		if (!preferred_mode(fd, o->conn_id, &m))
+			continue;
+		if (m.hdisplay == cur.w && m.vdisplay == cur.h)
+			continue;
+		o->mode = m;
+		show_mode(fd, o, &next, head);
+		destroy_buffer(fd, &cur);
+		cur = next;
+	}
+	return 0;
+}
+
+/* input: the picture (so that the host shows the guest), then every evdev device:
+ * waits up to INPUT_WAIT_S for a first /dev/input/event*, opens them all and prints
+ *   GUEST-INPUT-DEV event<N> name="<EVIOCGNAME>"
+ *   GUEST-INPUT-ABS event<N> code=<c> min=<m> max=<M>   (ABS_X, ABS_Y of EV_ABS devices)
+ *   GUEST-INPUT-READY devices=K
+ * then every event but EV_SYN, decimal, one line each:
+ *   GUEST-INPUT event<N> type=<t> code=<c> value=<v> */
+#define INPUT_WAIT_S 5
+#define MAX_EVDEV 32
+
+static int bit_set(const unsigned long *bits, int n)
+{
+	return (bits[n / (8 * sizeof(long))] >> (n % (8 * sizeof(long)))) & 1;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* the N of every /dev/input/eventN, sorted */
+static int list_event_devs(int *nums, int max)
+{
+	DIR *d = opendir("/dev/input");
+	int n = 0;
+	if (!d)
+		return 0;
+	struct dirent *e;
+	while ((e = readdir(d)) && n < max) {
+		int k;
+		char c;
+		if (sscanf(e->d_name, "event%d%c", &k, &c) == 1)
+			nums[n++] = k;
+	}
+	closedir(d);
+	qsort(nums, n, sizeof(int), cmp_int);
+	return n;
+}
+
+static int t_input(void)
+{
+	struct output outs[MAX_OUT];
+	struct buffer b;
+	int fd = open_card();
+	struct output *o = show_pattern(fd, outs, &b);
+	LOG("GUEST-PATTERN-READY %dx%d head=%d output=%s\n", b.w, b.h, (int)(o - outs), o->name);
+
+	/* the devices: wait for a first one, then until the list has been stable 300 ms */
+	int nums[MAX_EVDEV], n = 0, last = -1;
+	double t0 = now(), stable = 0;
+	for (;;) {
+		n = list_event_devs(nums, MAX_EVDEV);
+		if (n != last) {
+			last = n;
+			stable = now();
+		}
+		if (n > 0 && now() - stable >= 0.3)
+			break;
+		if (n == 0 && now() - t0 >= INPUT_WAIT_S)
+			DIE("no /dev/input/event* after %ds (virtio_input/evdev loaded? "
+			    "-device virtio-keyboard-pci / virtio-tablet-pci given?)\n", INPUT_WAIT_S);
+		usleep(50000);
+	}
+
+	struct pollfd pfd[MAX_EVDEV];
+	int np = 0;
+	for (int i = 0; i < n; i++) {
+		char path[64], name[256] = "", safe[256];
+		snprintf(path, sizeof(path), "/dev/input/event%d", nums[i]);
+		int efd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (efd < 0) {
+			LOG("GUEST-WARN open %s: %s\n", path, strerror(errno));
+			continue;
+		}
+		if (xioctl(efd, EVIOCGNAME(sizeof(name) - 1), name) < 0)
+			snprintf(name, sizeof(name), "?");
+		size_t k;
+		for (k = 0; name[k] && k < sizeof(safe) - 1; k++)
+			safe[k] = (name[k] == '"' || name[k] == '\\' || name[k] < 0x20) ? '_' : name[k];
+		safe[k] = 0;
+		LOG("GUEST-INPUT-DEV event%d name=\"%s\"\n", nums[i], safe);
+		unsigned long types[EV_MAX / (8 * sizeof(long)) + 1] = {0};
+		unsigned long abs[ABS_MAX / (8 * sizeof(long)) + 1] = {0};
+		if (xioctl(efd, EVIOCGBIT(0, sizeof(types)), types) >= 0 && bit_set(types, EV_ABS) &&
+		    xioctl(efd, EVIOCGBIT(EV_ABS, sizeof(abs)), abs) >= 0) {
+			static const int axes[2] = { ABS_X, ABS_Y };
+			for (int a = 0; a < 2; a++) {
+				struct input_absinfo ai;
+				if (!bit_set(abs, axes[a]) || xioctl(efd, EVIOCGABS(axes[a]), &ai) < 0)
+					continue;
+				LOG("GUEST-INPUT-ABS event%d code=%d min=%d max=%d\n", nums[i], axes[a],
+				    ai.minimum, ai.maximum);
+			}
+		}
+		pfd[np].fd = efd;
+		pfd[np].events = POLLIN;
+		nums[np] = nums[i];
+		np++;
+	}
+	if (!np)
+		DIE("no input device could be opened\n");
+	LOG("GUEST-INPUT-READY devices=%d\n", np);
+
+	double deadline = hold_deadline();
+	for (;;) {
+		int t = hold_timeout(deadline, 1000);
+		if (t == -2)
+			break;
+		if (poll(pfd, np, t) <= 0)
+			continue;
+		for (int i = 0; i < np; i++) {
+			if (!(pfd[i].revents & POLLIN))
+				continue;
+			struct input_event ev[64];
+			ssize_t len;
+			while ((len = read(pfd[i].fd, ev, sizeof(ev))) > 0) {
+				for (int j = 0; j < (int)(len / sizeof(ev[0])); j++) {
+					if (ev[j].type == EV_SYN)
+						continue;
+					LOG("GUEST-INPUT event%d type=%u code=%u value=%d\n", nums[i],
+					    ev[j].type, ev[j].code, ev[j].value);
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 static int wait_flip(int fd)
 {
 	char ev[1024];
@@ -665,7 +973,7 @@ static int t_fbpattern(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern|cursor"
+		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern|cursor|follow|input"
 			" [--mode WxH] [--frames N] [--hold S] [--card PATH] [--output I]"
 			" [--buffers N] [--redraw] [--start-pause MS]\n", argv[0]);
 		return 2;
@@ -715,6 +1023,10 @@ int main(int argc, char **argv)
 		return t_fbpattern();
 	if (!strcmp(t, "cursor"))
 		return t_cursor();
+	if (!strcmp(t, "follow"))
+		return t_follow();
+	if (!strcmp(t, "input"))
+		return t_input();
 	fprintf(stderr, "unknown test %s\n", t);
 	return 2;
 }
