@@ -36,9 +36,64 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also draw the layout as an SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Write a PNG of one guest scanout or of the whole output.
     Screenshot(ScreenshotArgs),
+    /// Resize, move, focus, make fullscreen or change the scaling of a guest scanout's window.
+    Window(WindowArgs),
+    /// Feed input to scanway's seat, in order, as if from the backend's devices: `move:X,Y`
+    /// (output pixels), `click:left|right|middle`, `press:B`, `release:B`, `key:COMBO`
+    /// (e.g. `key:a`, `key:ctrl+alt+f2`), `keydown:K`, `keyup:K`.
+    Input {
+        #[arg(required = true)]
+        actions: Vec<String>,
+    },
+    /// Press and release a key combination on a guest's keyboard, whatever has focus.
+    SendKeys {
+        #[arg(long)]
+        guest: String,
+        /// Keys joined by '+', pressed in order and released in reverse (default: ctrl+alt+delete).
+        #[arg(default_value = "ctrl+alt+delete")]
+        keys: String,
+    },
+    /// Show or hide the statistics overlay on every scanout window.
+    Overlay {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WindowArgs {
+    /// Guest whose scanout window to change.
+    #[arg(long)]
+    pub guest: String,
+    /// Scanout index.
+    #[arg(long, default_value_t = 0)]
+    pub scanout: u32,
+    /// New content size, WxH pixels (in resize-guest mode the guest switches to it).
+    #[arg(long)]
+    pub size: Option<Size>,
+    /// New position of the content's top-left corner on the output, X,Y pixels.
+    #[arg(long, value_parser = parse_point)]
+    pub position: Option<(i32, i32)>,
+    /// Fullscreen on the output, or back.
+    #[arg(long, value_parser = ["on", "off"])]
+    pub fullscreen: Option<String>,
+    /// How the scanout fills the window.
+    #[arg(long, value_enum)]
+    pub scale: Option<control::ScaleMode>,
+    /// Raise and focus the window.
+    #[arg(long)]
+    pub focus: bool,
+}
+
+fn parse_point(s: &str) -> Result<(i32, i32), String> {
+    let (x, y) = s.split_once(',').ok_or_else(|| format!("`{s}`: expected X,Y"))?;
+    Ok((x.trim().parse().map_err(|e| format!("{e}"))?, y.trim().parse().map_err(|e| format!("{e}"))?))
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,8 +107,11 @@ pub struct RunArgs {
     /// Size (WxH pixels) every scanout reports to the guest as its preferred mode.
     #[arg(long, default_value = "1280x800")]
     pub guest_size: Size,
-    /// A guest: NAME=SOCKET[,outputs=N]; scanway listens on SOCKET for the VMM's vhost-user
-    /// connection. N scanouts (1 to 16, default 1) are reported enabled. Repeatable.
+    /// A guest: NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=off]; scanway listens on SOCKET for the
+    /// VMM's vhost-user connection. N scanouts (1 to 16, default 1) are reported enabled. With
+    /// the VM's QMP socket (QEMU `-display dbus,p2p=yes -qmp unix:PATH,server=on,wait=off`),
+    /// windows resize the guest and input reaches it; QEMU's D-Bus display takes a virgl guest
+    /// only with `gl=on` (a DRM render node), else give `3d=off`. Repeatable.
     #[arg(long = "guest", required = true)]
     pub guests: Vec<GuestSpec>,
     /// Offer guests no 3D (virgl), even where virglrenderer works.
@@ -62,6 +120,9 @@ pub struct RunArgs {
     /// Cap on each guest's host memory for resources, in MiB.
     #[arg(long, default_value_t = 512)]
     pub max_resource_memory: u64,
+    /// Configuration file (TOML; default $XDG_CONFIG_HOME/scanway/config.toml if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -117,6 +178,10 @@ pub struct GuestSpec {
     pub name: String,
     pub socket: PathBuf,
     pub outputs: u32,
+    /// The VM's QMP socket: scanway links to QEMU's D-Bus display through it.
+    pub qmp: Option<PathBuf>,
+    /// `3d=off`: offer this guest no virgl (QEMU's D-Bus display without gl=on needs that).
+    pub no_3d: bool,
 }
 
 impl FromStr for GuestSpec {
@@ -129,6 +194,8 @@ impl FromStr for GuestSpec {
         let mut parts = rest.split(',');
         let socket = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| format!("`{s}`: no socket path"))?;
         let mut outputs = 1;
+        let mut qmp = None;
+        let mut no_3d = false;
         for opt in parts {
             match opt.split_once('=') {
                 Some(("outputs", n)) => {
@@ -138,10 +205,12 @@ impl FromStr for GuestSpec {
                         .filter(|n| (1..=MAX_OUTPUTS).contains(n))
                         .ok_or_else(|| format!("`{opt}`: outputs is 1 to {MAX_OUTPUTS}"))?;
                 }
-                _ => return Err(format!("`{opt}`: unknown guest option (known: outputs=N)")),
+                Some(("qmp", path)) if !path.is_empty() => qmp = Some(PathBuf::from(path)),
+                Some(("3d", v @ ("on" | "off"))) => no_3d = v == "off",
+                _ => return Err(format!("`{opt}`: unknown guest option (known: outputs=N, qmp=PATH, 3d=on|off)")),
             }
         }
-        Ok(GuestSpec { name: name.to_string(), socket: PathBuf::from(socket), outputs })
+        Ok(GuestSpec { name: name.to_string(), socket: PathBuf::from(socket), outputs, qmp, no_3d })
     }
 }
 
@@ -186,8 +255,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Layout { json } => {
+        Command::Layout { json, svg } => {
             let reply = control::request(&control_path(cli.control)?, &Request::List)?;
+            if let Some(svg) = svg {
+                std::fs::write(&svg, control::layout_svg(&reply)).with_context(|| format!("{}", svg.display()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&control::layout_json(&reply))?);
             } else {
@@ -207,7 +279,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("scanway: screenshot ({size}) written to {}", out.display());
             Ok(())
         }
+        Command::Window(args) => {
+            let req = Request::Window {
+                guest: args.guest,
+                scanout: args.scanout,
+                size: args.size.map(|s| (s.width, s.height)),
+                position: args.position,
+                fullscreen: args.fullscreen.map(|f| f == "on"),
+                scale: args.scale,
+                focus: args.focus,
+            };
+            simple_request(cli.control, &req)
+        }
+        Command::Input { actions } => {
+            let mut parsed = Vec::new();
+            for a in &actions {
+                parsed.extend(control::InputAction::parse_cli(a)?);
+            }
+            simple_request(cli.control, &Request::Input { actions: parsed })
+        }
+        Command::SendKeys { guest, keys } => {
+            let keys = control::parse_key_combo(&keys)?;
+            simple_request(cli.control, &Request::SendKeys { guest, keys })
+        }
+        Command::Overlay { state } => simple_request(cli.control, &Request::Overlay { on: state == "on" }),
     }
+}
+
+fn simple_request(control: Option<PathBuf>, req: &Request) -> anyhow::Result<()> {
+    control::request(&control_path(control)?, req)?;
+    Ok(())
 }
 
 fn control_path(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -224,7 +325,13 @@ mod tests {
     #[test]
     fn guest_spec_parses() {
         let g: GuestSpec = "vm1=/tmp/a.sock,outputs=2".parse().unwrap();
-        assert_eq!(g, GuestSpec { name: "vm1".into(), socket: "/tmp/a.sock".into(), outputs: 2 });
+        assert_eq!(
+            g,
+            GuestSpec { name: "vm1".into(), socket: "/tmp/a.sock".into(), outputs: 2, qmp: None, no_3d: false }
+        );
+        let g: GuestSpec = "vm1=/s,qmp=/q.sock".parse().unwrap();
+        assert_eq!(g.qmp, Some("/q.sock".into()));
+        assert!("a=/s,3d=off".parse::<GuestSpec>().unwrap().no_3d);
         let g: GuestSpec = "a=/s".parse().unwrap();
         assert_eq!(g.outputs, 1);
         for bad in ["a", "=/s", "a=", "a=/s,outputs=0", "a=/s,outputs=17", "a=/s,foo=1", "a b=/s"] {

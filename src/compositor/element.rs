@@ -3,7 +3,8 @@
 use smithay::{
     backend::renderer::{
         element::{
-            AsRenderElements, render_elements, surface::WaylandSurfaceRenderElement, texture::TextureRenderElement,
+            AsRenderElements, render_elements, solid::SolidColorRenderElement, surface::WaylandSurfaceRenderElement,
+            texture::TextureRenderElement,
         },
         gles::{GlesRenderer, GlesTexture},
     },
@@ -12,6 +13,7 @@ use smithay::{
     utils::{IsAlive, Logical, Physical, Point, Rectangle, Scale},
 };
 
+use super::decoration::{DecorationElement, TITLE_HEIGHT};
 use crate::scanout::ScanoutWindow;
 
 render_elements! {
@@ -19,6 +21,21 @@ render_elements! {
     pub WindowRenderElement<=GlesRenderer>;
     Surface=WaylandSurfaceRenderElement<GlesRenderer>,
     Texture=TextureRenderElement<GlesTexture>,
+    Solid=SolidColorRenderElement,
+}
+
+impl From<DecorationElement> for WindowRenderElement {
+    fn from(e: DecorationElement) -> Self {
+        match e {
+            DecorationElement::Bar(b) => WindowRenderElement::Solid(b),
+            DecorationElement::Text(t) => WindowRenderElement::Texture(t),
+        }
+    }
+}
+
+/// Height of a scanout window's title bar (0 when undecorated, e.g. fullscreen).
+fn title_height(s: &ScanoutWindow) -> i32 {
+    if s.with_decoration(|d| d.decorated) { TITLE_HEIGHT } else { 0 }
 }
 
 /// A window in the space.
@@ -70,14 +87,14 @@ impl SpaceElement for WindowElement {
     fn bbox(&self) -> Rectangle<i32, Logical> {
         match self {
             WindowElement::Wayland(w) => SpaceElement::bbox(w),
-            WindowElement::Scanout(s) => Rectangle::from_size(s.size()),
+            WindowElement::Scanout(s) => scanout_bbox(s),
         }
     }
 
     fn is_in_input_region(&self, point: &Point<f64, Logical>) -> bool {
         match self {
             WindowElement::Wayland(w) => SpaceElement::is_in_input_region(w, point),
-            WindowElement::Scanout(s) => Rectangle::from_size(s.size()).to_f64().contains(*point),
+            WindowElement::Scanout(s) => scanout_bbox(s).to_f64().contains(*point),
         }
     }
 
@@ -123,11 +140,25 @@ impl AsRenderElements<GlesRenderer> for WindowElement {
             .into_iter()
             .map(C::from)
             .collect(),
-            WindowElement::Scanout(s) => s
-                .render_elements(renderer, location, scale, alpha)
-                .into_iter()
-                .map(|e| C::from(WindowRenderElement::Texture(e)))
-                .collect(),
+            WindowElement::Scanout(s) => {
+                let title = s.title();
+                let width = (f64::from(s.size().w) * scale.x).round() as i32;
+                let (over, under) = s.with_decoration(|d| d.elements(renderer, &title, location, width));
+                let content = s.render_elements(renderer, location, scale, alpha);
+                over.into_iter()
+                    .map(WindowRenderElement::from)
+                    .chain(content.into_iter().map(WindowRenderElement::Texture))
+                    .chain(under.into_iter().map(WindowRenderElement::from))
+                    .map(C::from)
+                    .collect()
+            }
         }
     }
+}
+
+/// A scanout window's content with its title bar above (y < 0).
+fn scanout_bbox(s: &ScanoutWindow) -> Rectangle<i32, Logical> {
+    let size = s.size();
+    let bar = title_height(s);
+    Rectangle::new((0, -bar).into(), (size.w, size.h + bar).into())
 }

@@ -21,6 +21,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::State;
 use crate::{
     cli::GuestSpec,
+    compositor::qemu_ui::QemuUi,
     scanout::GuestScanouts,
     virtio::{
         device::GpuConfig,
@@ -48,6 +49,10 @@ pub struct Guest {
     pub device: Arc<Mutex<VhostUserGpu>>,
     /// The guest's scanouts as windows.
     pub scanouts: GuestScanouts,
+    /// The VM's QMP socket (`--guest ...,qmp=PATH`), to link to QEMU's D-Bus display.
+    pub qmp: Option<PathBuf>,
+    /// The link to the VMM's UI (display changes, input) while a VMM is connected.
+    pub ui: Option<QemuUi>,
     connection: Option<RegistrationToken>,
     kicks: [Option<RegistrationToken>; NUM_QUEUES],
 }
@@ -83,11 +88,20 @@ pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyh
     // state) never leaves the event loop's thread, so neither Send nor Sync is needed.
     #[allow(clippy::arc_with_non_send_sync)]
     let device = Arc::new(Mutex::new(VhostUserGpu::new(config)));
+    let scanouts = GuestScanouts::new(&spec.name, num_scanouts);
+    let color = state.comp.config.guest_color(&spec.name);
+    let scale = state.comp.config.guests.get(&spec.name).and_then(|g| g.scale).unwrap_or_default();
+    for window in scanouts.windows() {
+        window.with_decoration(|d| d.color = color);
+        window.set_scale_mode(scale);
+    }
     state.comp.guests.push(Guest {
         name: spec.name.clone(),
         socket: spec.socket.clone(),
         device,
-        scanouts: GuestScanouts::new(&spec.name, num_scanouts),
+        scanouts,
+        qmp: spec.qmp.clone(),
+        ui: None,
         connection: None,
         kicks: [None, None],
     });
@@ -147,6 +161,7 @@ fn accept(state: &mut State, index: usize, stream: UnixStream) {
     match token {
         Ok(token) => {
             guest.connection = Some(token);
+            guest.ui = guest.qmp.as_ref().map(|qmp| QemuUi::spawn(&guest.name, qmp));
             info!(guest = %guest.name, "VMM connected");
             println!("scanway: guest {} connected", guest.name);
         }
@@ -197,6 +212,7 @@ fn disconnect(state: &mut State, index: usize) {
     }
     // The connection's own source is removed by returning PostAction::Remove.
     guest.connection = None;
+    guest.ui = None;
     lock(&guest.device).reset();
     // Reset emitted ResourceDestroyed/ScanoutSet events; drop them with the textures.
     let _ = lock(&guest.device).gpu_mut().drain_events().count();

@@ -10,10 +10,14 @@
 //! Idle`. Changes while a frame is queued fold into that frame. Guest flushes never wait for a
 //! frame: the ctrl queue is answered first, the pixels follow on the next frame.
 
+pub mod config;
+pub mod decoration;
 pub mod element;
 pub mod guests;
 pub mod handlers;
 mod headless;
+pub mod input;
+pub mod qemu_ui;
 mod winit;
 
 use std::{
@@ -38,7 +42,7 @@ use smithay::{
         calloop::{EventLoop, Interest, LoopHandle, LoopSignal, Mode, PostAction, generic::Generic},
         wayland_server::{Display, DisplayHandle, protocol::wl_surface::WlSurface},
     },
-    utils::{Physical, Scale, Size, Transform},
+    utils::{Logical, Physical, Point, Scale, Size, Transform},
     wayland::{
         compositor::CompositorState, output::OutputManagerState, selection::data_device::DataDeviceState,
         shell::xdg::XdgShellState, shm::ShmState, socket::ListeningSocketSource,
@@ -117,6 +121,22 @@ pub struct Comp {
     pub start: Instant,
     /// virglrenderer in the compositor's share group, when it initialised (3D for guests).
     pub virgl: Option<Rc<VirglShared>>,
+    /// Shortcuts and per-guest settings.
+    pub config: config::Config,
+    /// The window keyboard input goes to.
+    pub focused: Option<WindowElement>,
+    /// The focused guest holds the keyboard grab: every key but `release-grab` goes to it.
+    pub grabbed: bool,
+    /// Keys whose press was a shortcut: their release is swallowed too (evdev codes).
+    pub swallowed: Vec<u32>,
+    /// Pointer position on the output, pixels.
+    pub pointer_location: Point<f64, Logical>,
+    /// A window following the pointer.
+    pub moving: Option<input::MoveGrab>,
+    /// The fullscreen window and where it was before.
+    pub fullscreen: Option<input::Restore>,
+    /// The statistics overlay is shown on guest windows.
+    pub overlay: bool,
     _output_manager_state: OutputManagerState,
 }
 
@@ -176,6 +196,14 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         frames: 0,
         start: Instant::now(),
         virgl: None,
+        config: config::Config::load(args.config.as_ref())?,
+        focused: None,
+        grabbed: false,
+        swallowed: Vec::new(),
+        pointer_location: (0.0, 0.0).into(),
+        moving: None,
+        fullscreen: None,
+        overlay: false,
     };
     let mut state = State { backend, comp };
     if args.no_3d {
@@ -230,7 +258,8 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
             name: spec.name.clone(),
         };
         let index = guests::add_guest(&mut state, spec, config)?;
-        if let (Some(shared), Some(guest)) = (state.comp.virgl.clone(), state.comp.guests.get(index)) {
+        if let (Some(shared), Some(guest), false) = (state.comp.virgl.clone(), state.comp.guests.get(index), spec.no_3d)
+        {
             lock(&guest.device).gpu_mut().enable_3d(Virgl3d::new(shared));
         }
     }
@@ -307,26 +336,42 @@ impl Comp {
     }
 
     /// Map a new window: to the right of the rightmost window when it fits in the output,
-    /// else below the lowest one.
+    /// else below the lowest one (title bars included).
     pub fn place_window(&mut self, window: WindowElement) {
         let output = self.output_size();
-        let size = window.geometry_size();
+        let bbox = smithay::desktop::space::SpaceElement::bbox(&window);
         let mut right = 0;
         let mut bottom = 0;
         for e in self.space.elements() {
-            if let Some(r) = self.space.element_geometry(e) {
-                right = right.max(r.loc.x + r.size.w + GAP);
-                bottom = bottom.max(r.loc.y + r.size.h + GAP);
+            if let Some(loc) = self.space.element_location(e) {
+                let b = smithay::desktop::space::SpaceElement::bbox(e);
+                right = right.max(loc.x + b.loc.x + b.size.w + GAP);
+                bottom = bottom.max(loc.y + b.loc.y + b.size.h + GAP);
             }
         }
-        let location = if right + size.w <= output.w || right == 0 { (right, 0) } else { (0, bottom) };
-        self.space.map_element(window, location, true);
+        let corner = if right + bbox.size.w <= output.w || right == 0 { (right, 0) } else { (0, bottom) };
+        self.space.map_element(window, (corner.0 - bbox.loc.x, corner.1 - bbox.loc.y), true);
         self.queue_redraw();
     }
 
     /// Remove a scanout's window from the space.
     pub fn unmap_scanout(&mut self, window: &ScanoutWindow) {
-        self.space.unmap_elem(&WindowElement::Scanout(window.clone()));
+        self.forget_window(&WindowElement::Scanout(window.clone()));
+    }
+
+    /// Remove `element` from the space, focus, fullscreen and moving state.
+    pub fn forget_window(&mut self, element: &WindowElement) {
+        self.space.unmap_elem(element);
+        if self.focused.as_ref() == Some(element) {
+            self.focused = None;
+            self.grabbed = false;
+        }
+        if self.fullscreen.as_ref().is_some_and(|r| r.element_is(element)) {
+            self.fullscreen = None;
+        }
+        if self.moving.as_ref().is_some_and(|m| m.element_is(element)) {
+            self.moving = None;
+        }
         self.queue_redraw();
     }
 
@@ -361,6 +406,12 @@ impl Comp {
             let events: Vec<_> = device.gpu_mut().drain_events().collect();
             if events.is_empty() {
                 return;
+            }
+            for event in &events {
+                if let crate::virtio::device::GpuEvent::ScanoutSet { scanout_id, resource_id, rect } = event {
+                    let (w, h) = if *resource_id == 0 { (0, 0) } else { (rect.width, rect.height) };
+                    device.announce_scanout(*scanout_id, w, h);
+                }
             }
             guest.scanouts.apply(device.gpu(), events)
         };
@@ -400,6 +451,7 @@ impl Comp {
         age: usize,
     ) -> anyhow::Result<bool> {
         self.upload_scanouts(renderer);
+        self.update_overlays();
         let result = render_output::<_, WindowRenderElement, _, _>(
             &self.output,
             renderer,
@@ -414,7 +466,47 @@ impl Comp {
         .map_err(|e| anyhow!("rendering the output: {e:?}"))?;
         self.redraw = Redraw::Idle;
         self.frames += 1;
+        let now = Instant::now();
+        for guest in &self.guests {
+            for window in guest.scanouts.windows() {
+                window.presented(now);
+            }
+        }
         Ok(result.damage.is_some())
+    }
+
+    /// Refresh the statistics overlay text of every guest window (or hide it).
+    fn update_overlays(&mut self) {
+        let now = Instant::now();
+        for guest in &self.guests {
+            let device = lock(&guest.device);
+            let gpu = device.gpu();
+            for window in guest.scanouts.windows() {
+                let text = self.overlay.then(|| {
+                    let (_, scanout) = window.ids();
+                    let format = gpu.resource(window.resource_id()).map_or("-", |r| r.format.name());
+                    let size = window.scanout_size();
+                    let stats = window.stats(now);
+                    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+                    format!(
+                        "scanout {scanout} resource {} {format} {}x{}\n{} flush/s, {} copies/frame ({})\nflush-to-present p50 {} ms p99 {} ms",
+                        window.resource_id(),
+                        size.w,
+                        size.h,
+                        stats.flush_rate,
+                        if window.zero_copy() { 0 } else { 1 },
+                        if window.zero_copy() { "zero-copy" } else { "copied" },
+                        ms(stats.latency_p50_ms),
+                        ms(stats.latency_p99_ms),
+                    )
+                });
+                window.with_decoration(|d| d.overlay = text);
+            }
+        }
+        if self.overlay {
+            // rates and latencies change while nothing else does
+            self.redraw = Redraw::Queued;
+        }
     }
 
     /// Tell Wayland clients a frame was shown.
@@ -430,6 +522,7 @@ impl Comp {
 
     /// The state `scanway list` shows (see `control::format_list`).
     pub fn describe(&self) -> Value {
+        let now = Instant::now();
         let guests: Vec<Value> = self
             .guests
             .iter()
@@ -467,6 +560,13 @@ impl Comp {
                                 "hot_x": c.hot_x, "hot_y": c.hot_y, "width": c.width, "height": c.height,
                             })),
                             "window": geometry.map(|g| json!({"x": g.loc.x, "y": g.loc.y, "width": g.size.w, "height": g.size.h})),
+                            "scale": window.map(|w| w.scale_mode()),
+                            "fullscreen": window.is_some_and(|w| self.is_fullscreen(&WindowElement::Scanout(w.clone()))),
+                            "focused": window.is_some_and(|w| self.focused == Some(WindowElement::Scanout(w.clone()))),
+                            "stats": window.map(|w| {
+                                let s = w.stats(now);
+                                json!({"flush_rate": s.flush_rate, "latency_p50_ms": s.latency_p50_ms, "latency_p99_ms": s.latency_p99_ms})
+                            }),
                         })
                     })
                     .collect();
@@ -474,8 +574,16 @@ impl Comp {
                     .resources()
                     .map(|(id, r)| json!({"id": id, "width": r.width, "height": r.height, "format": r.format.name()}))
                     .collect();
+                let ui = match guest.ui.as_ref().map(qemu_ui::QemuUi::status) {
+                    None if guest.qmp.is_none() => json!("none"),
+                    None => json!("waiting for the VMM"),
+                    Some(qemu_ui::UiStatus::Connecting) => json!("connecting"),
+                    Some(qemu_ui::UiStatus::Linked { heads }) => json!({"linked": heads}),
+                    Some(qemu_ui::UiStatus::Failed(e)) => json!({"failed": e}),
+                };
                 json!({
                     "name": guest.name, "socket": guest.socket, "connected": guest.connected(),
+                    "ui": ui,
                     "host_memory": gpu.host_memory_used(),
                     "scanouts": scanouts, "resources": resources,
                 })
@@ -497,12 +605,6 @@ impl Comp {
             "guests": guests,
             "clients": clients,
         })
-    }
-}
-
-impl WindowElement {
-    fn geometry_size(&self) -> Size<i32, smithay::utils::Logical> {
-        smithay::desktop::space::SpaceElement::geometry(self).size
     }
 }
 
@@ -528,10 +630,11 @@ impl State {
                 }
                 let renderer = self.backend.renderer();
                 self.comp.upload_scanouts(renderer);
-                let size = window.size();
+                // the guest's picture at its own size, however its window is scaled
+                let size = window.scanout_size();
                 let size: Size<i32, Physical> = (size.w, size.h).into();
                 let elements: Vec<WindowRenderElement> = window
-                    .render_elements(renderer, (0, 0).into(), Scale::from(1.0), 1.0)
+                    .unscaled(|w| w.render_elements(renderer, (0, 0).into(), Scale::from(1.0), 1.0))
                     .into_iter()
                     .filter(|e| {
                         !matches!(
@@ -561,7 +664,63 @@ impl State {
                 screenshot(renderer, size, &elements, &path)?;
                 Ok(json!({"size": format!("{}x{}", size.w, size.h), "path": path}))
             }
+            Request::Window { guest, scanout, size, position, fullscreen, scale, focus } => {
+                let window = self.scanout_window(&guest, scanout)?;
+                let element = WindowElement::Scanout(window.clone());
+                if !self.comp.space.elements().any(|e| *e == element) {
+                    anyhow::bail!("scanout {scanout} of {guest} is not shown");
+                }
+                if let Some(mode) = scale {
+                    self.comp.set_scale_mode(&window, mode);
+                }
+                if let Some(on) = fullscreen {
+                    self.comp.set_fullscreen(&element, on);
+                }
+                if let Some((w, h)) = size {
+                    self.comp.resize_window(&element, (w as i32, h as i32).into());
+                }
+                if let Some((x, y)) = position {
+                    self.comp.space.map_element(element.clone(), (x, y), false);
+                    self.comp.queue_redraw();
+                }
+                if focus {
+                    self.focus(Some(element));
+                }
+                Ok(json!({}))
+            }
+            Request::Input { actions } => {
+                for action in actions {
+                    self.input_action(action);
+                }
+                Ok(json!({}))
+            }
+            Request::SendKeys { guest, keys } => {
+                let index = self.guest_index(&guest)?;
+                if self.comp.guests[index].ui.is_none() {
+                    anyhow::bail!("guest {guest} has no VMM UI link (give --guest {guest}=...,qmp=PATH)");
+                }
+                self.comp.send_keys(index, &keys);
+                Ok(json!({}))
+            }
+            Request::Overlay { on } => {
+                self.comp.overlay = on;
+                self.comp.queue_redraw();
+                Ok(json!({}))
+            }
         }
+    }
+
+    fn guest_index(&self, name: &str) -> anyhow::Result<usize> {
+        self.comp.guests.iter().position(|g| g.name == name).ok_or_else(|| anyhow!("no guest named {name}"))
+    }
+
+    fn scanout_window(&self, guest: &str, scanout: u32) -> anyhow::Result<ScanoutWindow> {
+        let index = self.guest_index(guest)?;
+        self.comp.guests[index]
+            .scanouts
+            .window(scanout)
+            .cloned()
+            .ok_or_else(|| anyhow!("guest {guest} has no scanout {scanout}"))
     }
 }
 

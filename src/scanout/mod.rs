@@ -8,7 +8,12 @@
 //! host copy into the texture before a frame is drawn. Several flushes between two frames cost
 //! one upload of their bounding box.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
 use smithay::{
     backend::{
@@ -24,6 +29,8 @@ use smithay::{
 };
 use tracing::warn;
 
+use crate::compositor::decoration::DecorationState;
+use crate::control::ScaleMode;
 use crate::renderer::virgl::ResourceInfo;
 use crate::virtio::{
     device::{CursorImage, Gpu, GpuEvent, Rect, Resource},
@@ -189,6 +196,24 @@ struct Cursor {
     y: i32,
 }
 
+impl ScanoutView {
+    fn scanout_size(&self) -> Size<i32, Logical> {
+        (self.rect.width as i32, self.rect.height as i32).into()
+    }
+
+    fn placement(&self) -> (Point<f64, Logical>, f64) {
+        let content = self.scanout_size();
+        let Some(frame) = self.frame else { return ((0.0, 0.0).into(), 1.0) };
+        if self.scale == ScaleMode::OneToOne || content.w <= 0 || content.h <= 0 {
+            return ((0.0, 0.0).into(), 1.0);
+        }
+        let (fw, fh) = (f64::from(frame.w), f64::from(frame.h));
+        let (cw, ch) = (f64::from(content.w), f64::from(content.h));
+        let scale = (fw / cw).min(fh / ch);
+        (((fw - cw * scale) / 2.0, (fh - ch * scale) / 2.0).into(), scale)
+    }
+}
+
 /// What a scanout window shows; shared between [`GuestScanouts`] and the space element.
 struct ScanoutView {
     guest: String,
@@ -198,6 +223,69 @@ struct ScanoutView {
     rect: Rect,
     texture: Option<Rc<RefCell<ResourceTexture>>>,
     cursor: Option<Cursor>,
+    /// Content size the user gave the window (pixels); `None`: the scanout's size.
+    frame: Option<Size<i32, Logical>>,
+    scale: ScaleMode,
+    stats: FlushStats,
+    decoration: DecorationState,
+}
+
+/// Flush rate and flush-to-present latency of one scanout, for the overlay and `scanway list`.
+#[derive(Default)]
+struct FlushStats {
+    /// Arrival times of the flushes of the last second.
+    recent: VecDeque<Instant>,
+    /// Arrival of the oldest flush not yet presented.
+    unpresented: Option<Instant>,
+    /// The last [`LATENCY_SAMPLES`] flush-to-present latencies.
+    latencies: VecDeque<Duration>,
+}
+
+/// How many flush-to-present latencies a scanout remembers.
+const LATENCY_SAMPLES: usize = 512;
+
+impl FlushStats {
+    fn flushed(&mut self, now: Instant) {
+        self.recent.push_back(now);
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
+            self.recent.pop_front();
+        }
+        self.unpresented.get_or_insert(now);
+    }
+
+    fn presented(&mut self, now: Instant) {
+        if let Some(t) = self.unpresented.take() {
+            if self.latencies.len() == LATENCY_SAMPLES {
+                self.latencies.pop_front();
+            }
+            self.latencies.push_back(now.duration_since(t));
+        }
+    }
+
+    fn rate(&self, now: Instant) -> usize {
+        self.recent.iter().filter(|t| now.duration_since(**t) <= Duration::from_secs(1)).count()
+    }
+
+    /// The `q` quantile (0..=1) of the remembered latencies.
+    fn latency(&self, q: f64) -> Option<Duration> {
+        let mut v: Vec<Duration> = self.latencies.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        v.get(i).copied()
+    }
+}
+
+/// A scanout's statistics as `scanway list` and the overlay show them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanoutStats {
+    /// Flushes in the last second.
+    pub flush_rate: usize,
+    /// Flush-to-present latency, median and 99th percentile (milliseconds), once measured.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
 }
 
 /// The space element of one guest scanout. Clones share state; equality is identity.
@@ -229,10 +317,89 @@ impl ScanoutWindow {
         (v.guest.clone(), v.scanout_id)
     }
 
-    /// Window size in pixels (the scanout rectangle's size).
+    /// Window content size in pixels: what the user gave it, else the scanout rectangle's size.
     pub fn size(&self) -> Size<i32, Logical> {
         let v = self.0.borrow();
-        (v.rect.width as i32, v.rect.height as i32).into()
+        v.frame.unwrap_or_else(|| v.scanout_size())
+    }
+
+    /// The scanout rectangle's size (what the guest shows), pixels.
+    pub fn scanout_size(&self) -> Size<i32, Logical> {
+        self.0.borrow().scanout_size()
+    }
+
+    /// Give the window a content size (`None`: follow the scanout's size).
+    pub fn set_frame(&self, frame: Option<Size<i32, Logical>>) {
+        self.0.borrow_mut().frame = frame.map(|f| (f.w.max(1), f.h.max(1)).into());
+    }
+
+    /// Run `f` with the window at the scanout's own size and scale 1 (for scanout screenshots).
+    pub fn unscaled<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        let frame = self.0.borrow_mut().frame.take();
+        let result = f(self);
+        self.0.borrow_mut().frame = frame;
+        result
+    }
+
+    /// The content size the user gave the window, if any.
+    pub fn frame(&self) -> Option<Size<i32, Logical>> {
+        self.0.borrow().frame
+    }
+
+    /// How the scanout fills its window.
+    pub fn scale_mode(&self) -> ScaleMode {
+        self.0.borrow().scale
+    }
+
+    /// Change how the scanout fills its window.
+    pub fn set_scale_mode(&self, mode: ScaleMode) {
+        self.0.borrow_mut().scale = mode;
+    }
+
+    /// Where the scanout's picture lies in the window: offset of its top-left corner from the
+    /// window's (pixels) and the scale factor (window pixels per guest pixel).
+    pub fn placement(&self) -> (Point<f64, Logical>, f64) {
+        self.0.borrow().placement()
+    }
+
+    /// The guest position (scanout pixels, clamped into the scanout) under `point`, a position
+    /// relative to the window's content top-left corner. `None` while the scanout is disabled.
+    pub fn to_guest(&self, point: Point<f64, Logical>) -> Option<(u32, u32)> {
+        let v = self.0.borrow();
+        let content = v.scanout_size();
+        if v.resource_id == 0 || content.w <= 0 || content.h <= 0 {
+            return None;
+        }
+        let (offset, scale) = v.placement();
+        let gx = ((point.x - offset.x) / scale).floor().clamp(0.0, f64::from(content.w - 1));
+        let gy = ((point.y - offset.y) / scale).floor().clamp(0.0, f64::from(content.h - 1));
+        Some((gx as u32, gy as u32))
+    }
+
+    /// Statistics of this scanout at `now`.
+    pub fn stats(&self, now: Instant) -> ScanoutStats {
+        let v = self.0.borrow();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        ScanoutStats {
+            flush_rate: v.stats.rate(now),
+            latency_p50_ms: v.stats.latency(0.5).map(ms),
+            latency_p99_ms: v.stats.latency(0.99).map(ms),
+        }
+    }
+
+    /// A frame showing this window was presented at `now`: the pending flush's latency ends.
+    pub fn presented(&self, now: Instant) {
+        self.0.borrow_mut().stats.presented(now);
+    }
+
+    /// Use the window's decoration state.
+    pub fn with_decoration<R>(&self, f: impl FnOnce(&mut DecorationState) -> R) -> R {
+        f(&mut self.0.borrow_mut().decoration)
+    }
+
+    /// The resource shown (0 = none).
+    pub fn resource_id(&self) -> u32 {
+        self.0.borrow().resource_id
     }
 
     /// Texture uploads of the resource shown, and whether one is shown.
@@ -245,8 +412,9 @@ impl ScanoutWindow {
         self.0.borrow().texture.as_ref().is_some_and(|t| t.borrow().zero_copy())
     }
 
-    /// Render elements, topmost first: the cursor, then the scanout picture. `location` is the
-    /// window's top-left corner on the output (physical pixels).
+    /// Render elements, topmost first: the cursor, then the scanout picture, placed and scaled
+    /// as [`ScanoutWindow::placement`] says. `location` is the window content's top-left corner
+    /// on the output (physical pixels).
     pub fn render_elements(
         &self,
         renderer: &mut GlesRenderer,
@@ -255,8 +423,10 @@ impl ScanoutWindow {
         alpha: f32,
     ) -> Vec<TextureRenderElement<GlesTexture>> {
         let mut view = self.0.borrow_mut();
+        let (offset, fit) = view.placement();
+        let frame = view.frame.unwrap_or_else(|| view.scanout_size());
         let mut out = Vec::with_capacity(2);
-        let origin = location.to_f64();
+        let origin = location.to_f64() + offset.to_physical(scale);
         if let Some(cursor) = view.cursor.as_mut() {
             if cursor.texture.is_none() {
                 let size: Size<i32, Buffer> = (cursor.image.width as i32, cursor.image.height as i32).into();
@@ -269,17 +439,21 @@ impl ScanoutWindow {
                 // Linux's virtio-gpu driver sends the cursor plane's position (the image's
                 // top-left corner) in MOVE_CURSOR/UPDATE_CURSOR, and the hot spot separately
                 // (where the pointer is inside the image); shown as the guest composed it.
-                let hot = Point::<f64, Logical>::from((f64::from(cursor.x), f64::from(cursor.y)));
+                let at = Point::<f64, Logical>::from((f64::from(cursor.x) * fit, f64::from(cursor.y) * fit));
+                let size = (
+                    (f64::from(cursor.image.width) * fit).round() as i32,
+                    (f64::from(cursor.image.height) * fit).round() as i32,
+                );
                 out.push(TextureRenderElement::from_static_texture(
                     cursor.id.clone(),
                     renderer.context_id(),
-                    origin + hot.to_physical(scale),
+                    origin + at.to_physical(scale),
                     tex.clone(),
                     1,
                     Transform::Normal,
                     Some(alpha),
                     None,
-                    None,
+                    Some(size.into()),
                     None,
                     Kind::Cursor,
                 ));
@@ -289,10 +463,18 @@ impl ScanoutWindow {
             let tex = tex.borrow();
             if let Some(texture) = &tex.texture {
                 let r = view.rect;
+                // 1:1 in a smaller window shows the top-left part that fits.
+                let (w, h) = if view.scale == ScaleMode::OneToOne {
+                    ((r.width as i32).min(frame.w), (r.height as i32).min(frame.h))
+                } else {
+                    (r.width as i32, r.height as i32)
+                };
                 let src = Rectangle::<f64, Logical>::new(
                     (f64::from(r.x), f64::from(r.y)).into(),
-                    (f64::from(r.width), f64::from(r.height)).into(),
+                    (f64::from(w), f64::from(h)).into(),
                 );
+                let dst: Size<i32, Logical> =
+                    ((f64::from(w) * fit).round() as i32, (f64::from(h) * fit).round() as i32).into();
                 let opaque = (!tex.fourcc_has_alpha()).then(|| vec![Rectangle::from_size(texture.size())]);
                 // A guest's window-system buffer (GBM, rendered by Mesa's virgl driver) holds
                 // its picture top row first in texture row 0, which smithay shows at the top:
@@ -312,7 +494,7 @@ impl ScanoutWindow {
                     transform,
                     Some(alpha),
                     Some(src),
-                    Some((r.width as i32, r.height as i32).into()),
+                    Some(dst),
                     opaque,
                     tex.damage.snapshot(),
                     Kind::Unspecified,
@@ -365,6 +547,10 @@ impl GuestScanouts {
                     rect: Rect { x: 0, y: 0, width: 0, height: 0 },
                     texture: None,
                     cursor: None,
+                    frame: None,
+                    scale: ScaleMode::default(),
+                    stats: FlushStats::default(),
+                    decoration: DecorationState::default(),
                 })))
             })
             .collect();
@@ -398,6 +584,10 @@ impl GuestScanouts {
                     if let Some(tex) = self.textures.get(&resource_id) {
                         tex.borrow_mut().flushed(rect);
                         changes.redraw = true;
+                        let now = Instant::now();
+                        for w in self.windows.iter().filter(|w| w.0.borrow().resource_id == resource_id) {
+                            w.0.borrow_mut().stats.flushed(now);
+                        }
                     }
                 }
                 GpuEvent::ResourceDestroyed { resource_id } => {

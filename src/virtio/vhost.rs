@@ -99,7 +99,7 @@ pub struct VhostUserGpu {
     acked_features: u64,
     acked_protocol_features: u64,
     /// QEMU's display socket (`VHOST_USER_GPU_SET_SOCKET`). scanway shows the scanouts itself,
-    /// so nothing is sent on it; it is kept open for the life of the connection.
+    /// so no pixels are sent on it, only scanout sizes ([`VhostUserGpu::announce_scanout`]).
     display_socket: Option<GpuBackend>,
     /// Kick eventfds received since the event loop last looked: (queue index, fd).
     new_kicks: Vec<(usize, EventFd)>,
@@ -120,6 +120,25 @@ impl VhostUserGpu {
             acked_protocol_features: 0,
             display_socket: None,
             new_kicks: Vec::new(),
+        }
+    }
+
+    /// Tell the VMM the size of scanout `scanout_id` (`VHOST_USER_GPU_SCANOUT`; 0x0 when
+    /// disabled), so that its console (QEMU's D-Bus display, which scales absolute pointer
+    /// positions by the console's size) matches what the guest shows. QEMU switches its
+    /// console to the new size only with the next `VHOST_USER_GPU_UPDATE`, so one black pixel
+    /// at (0, 0) follows; no other pixels are sent. Does nothing before the VMM sent
+    /// `VHOST_USER_GPU_SET_SOCKET`; a failed send is logged at debug level.
+    pub fn announce_scanout(&self, scanout_id: u32, width: u32, height: u32) {
+        use vhost_user::gpu_message::{VhostUserGpuScanout, VhostUserGpuUpdate};
+        let Some(socket) = &self.display_socket else { return };
+        let mut sent = socket.set_scanout(&VhostUserGpuScanout { scanout_id, width, height });
+        if sent.is_ok() && width > 0 && height > 0 {
+            let pixel = VhostUserGpuUpdate { scanout_id, x: 0, y: 0, width: 1, height: 1 };
+            sent = socket.update_scanout(&pixel, &[0, 0, 0, 0]);
+        }
+        if let Err(e) = sent {
+            debug!(guest = %self.name, "VHOST_USER_GPU_SCANOUT {scanout_id} {width}x{height}: {e}");
         }
     }
 

@@ -1,0 +1,445 @@
+//! Input and window management: the seat's pointer and keyboard (from the backend's devices
+//! or `scanway input`), focus, shortcuts, moving, resizing and fullscreen.
+//!
+//! Routing: a pointer button press focuses and raises the window under the pointer (a press
+//! on a guest window's title bar, or anywhere with Super held, starts moving it). Keys go to
+//! the focused window: a Wayland client through `wl_keyboard`, a guest through QEMU's D-Bus
+//! display ([`super::qemu_ui`]), except the shortcuts of [`super::config`]. While a guest
+//! holds the keyboard grab (the `release-grab` shortcut, Ctrl+Alt+G by default, toggles it)
+//! every key but that one goes to the guest. Pointer motion over a guest window moves the
+//! guest's absolute pointer to the guest pixel under it; the guest's cursor image is drawn by
+//! the host at the position the guest reports (no read-back).
+
+use smithay::{
+    backend::input::{ButtonState, KeyState},
+    desktop::WindowSurfaceType,
+    input::{
+        keyboard::{FilterResult, Keycode},
+        pointer::{ButtonEvent, MotionEvent},
+    },
+    utils::{Logical, Point, SERIAL_COUNTER, Size},
+    wayland::shell::xdg::ToplevelSurface,
+};
+use tracing::{info, warn};
+
+use super::{
+    Comp, State,
+    config::Action,
+    element::WindowElement,
+    guests::lock,
+    qemu_ui::{UiRequest, dbus_button_from_evdev, qnum_from_evdev},
+};
+use crate::control::{InputAction, ScaleMode};
+use crate::scanout::ScanoutWindow;
+
+/// How far the move shortcuts move a window, pixels.
+const MOVE_STEP: i32 = 64;
+/// evdev code of the left button.
+const BTN_LEFT: u32 = 0x110;
+/// Pseudo button codes for a wheel notch (evdev has none; these are `BTN_GEAR_UP/DOWN`,
+/// which no pointer sends), mapped to QEMU's wheel buttons for guests.
+pub const BTN_WHEEL_UP: u32 = 0x151;
+pub const BTN_WHEEL_DOWN: u32 = 0x150;
+
+/// A window being moved with the pointer: the element and the pointer's offset from its location.
+pub struct MoveGrab {
+    element: WindowElement,
+    offset: Point<f64, Logical>,
+}
+
+impl MoveGrab {
+    /// Whether `element` is the window being moved.
+    pub fn element_is(&self, element: &WindowElement) -> bool {
+        &self.element == element
+    }
+}
+
+impl Restore {
+    /// Whether `element` is the fullscreen window.
+    pub fn element_is(&self, element: &WindowElement) -> bool {
+        &self.element == element
+    }
+}
+
+/// A window's place before it went fullscreen.
+pub struct Restore {
+    element: WindowElement,
+    location: Point<i32, Logical>,
+    frame: Option<Size<i32, Logical>>,
+}
+
+enum KeyRoute {
+    Shortcut(Action),
+    Guest,
+    Swallow,
+}
+
+impl State {
+    /// Feed one input action (from `scanway input`) as if it came from a device.
+    pub fn input_action(&mut self, action: InputAction) {
+        let time = self.comp.start.elapsed().as_millis() as u32;
+        match action {
+            InputAction::Motion { x, y } => self.pointer_motion((f64::from(x), f64::from(y)).into(), time),
+            InputAction::Button { code, pressed } => self.pointer_button(code, pressed, time),
+            InputAction::Key { code, pressed } => self.keyboard_key(Keycode::new(code + 8), pressed, time),
+        }
+    }
+
+    /// The pointer moved to `pos` (output coordinates, pixels); `time` in milliseconds.
+    pub fn pointer_motion(&mut self, pos: Point<f64, Logical>, time: u32) {
+        let output = self.comp.output_size();
+        let pos: Point<f64, Logical> =
+            (pos.x.clamp(0.0, f64::from(output.w - 1)), pos.y.clamp(0.0, f64::from(output.h - 1))).into();
+        self.comp.pointer_location = pos;
+        if let Some(grab) = &self.comp.moving {
+            let location = (pos - grab.offset).to_i32_round();
+            let element = grab.element.clone();
+            self.comp.space.map_element(element, location, false);
+            self.comp.queue_redraw();
+            return;
+        }
+        let under = self.comp.space.element_under(pos).map(|(e, loc)| (e.clone(), loc));
+        let focus = match &under {
+            Some((WindowElement::Wayland(w), loc)) => {
+                w.surface_under(pos - loc.to_f64(), WindowSurfaceType::ALL).map(|(s, p)| (s, (p + *loc).to_f64()))
+            }
+            _ => None,
+        };
+        if let Some(pointer) = self.comp.seat.get_pointer() {
+            pointer.motion(self, focus, &MotionEvent { location: pos, serial: SERIAL_COUNTER.next_serial(), time });
+            pointer.frame(self);
+        }
+        if let Some((WindowElement::Scanout(window), loc)) = under {
+            let local = pos - loc.to_f64();
+            if local.y >= 0.0 {
+                self.comp.send_to_guest_of(&window, |head| {
+                    window.to_guest(local).map(|(x, y)| UiRequest::Motion { head, x, y })
+                });
+            }
+        }
+    }
+
+    /// A pointer button (evdev code, `BTN_LEFT` ...) was pressed or released.
+    pub fn pointer_button(&mut self, code: u32, pressed: bool, time: u32) {
+        let pos = self.comp.pointer_location;
+        if !pressed && self.comp.moving.take().is_some() {
+            return;
+        }
+        let under = self.comp.space.element_under(pos).map(|(e, loc)| (e.clone(), loc));
+        if pressed {
+            self.focus(under.as_ref().map(|(e, _)| e.clone()));
+            if let Some((element, loc)) = &under {
+                let on_title_bar = matches!(element, WindowElement::Scanout(_)) && pos.y < f64::from(loc.y);
+                let super_held = self.comp.seat.get_keyboard().is_some_and(|k| k.modifier_state().logo);
+                if code == BTN_LEFT && (on_title_bar || super_held) {
+                    let location = self.comp.space.element_location(element).unwrap_or_default();
+                    self.comp.moving = Some(MoveGrab { element: element.clone(), offset: pos - location.to_f64() });
+                    return;
+                }
+            }
+        }
+        match under {
+            Some((WindowElement::Scanout(window), _)) => {
+                if let Some(button) = dbus_button_from_evdev(code) {
+                    self.comp.send_to_guest_of(&window, |head| Some(UiRequest::Button { head, button, down: pressed }));
+                }
+            }
+            _ if code == BTN_WHEEL_UP || code == BTN_WHEEL_DOWN => {}
+            _ => {
+                if let Some(pointer) = self.comp.seat.get_pointer() {
+                    let state = if pressed { ButtonState::Pressed } else { ButtonState::Released };
+                    pointer
+                        .button(self, &ButtonEvent { button: code, state, serial: SERIAL_COUNTER.next_serial(), time });
+                    pointer.frame(self);
+                }
+            }
+        }
+    }
+
+    /// Focus and raise `element` (or nothing): keyboard input goes to it from now on.
+    pub fn focus(&mut self, element: Option<WindowElement>) {
+        let comp = &mut self.comp;
+        if comp.focused != element {
+            comp.grabbed = false;
+        }
+        for e in comp.space.elements() {
+            if let WindowElement::Scanout(s) = e {
+                s.with_decoration(|d| d.focused = Some(e) == element.as_ref());
+            }
+        }
+        if let Some(e) = &element {
+            comp.space.raise_element(e, true);
+        }
+        comp.focused = element.clone();
+        comp.queue_redraw();
+        let surface = match element {
+            Some(WindowElement::Wayland(w)) => w.toplevel().map(|t| t.wl_surface().clone()),
+            _ => None,
+        };
+        if let Some(keyboard) = self.comp.seat.get_keyboard() {
+            keyboard.set_focus(self, surface, SERIAL_COUNTER.next_serial());
+        }
+    }
+
+    /// A key (xkb keycode = evdev code + 8) was pressed or released.
+    pub fn keyboard_key(&mut self, keycode: Keycode, pressed: bool, time: u32) {
+        let Some(keyboard) = self.comp.seat.get_keyboard() else { return };
+        let evdev = keycode.raw().saturating_sub(8);
+        let state = if pressed { KeyState::Pressed } else { KeyState::Released };
+        let serial = SERIAL_COUNTER.next_serial();
+        let route = keyboard.input::<KeyRoute, _>(self, keycode, state, serial, time, |state, mods, handle| {
+            let comp = &mut state.comp;
+            if !pressed && let Some(i) = comp.swallowed.iter().position(|&k| k == evdev) {
+                comp.swallowed.swap_remove(i);
+                return FilterResult::Intercept(KeyRoute::Swallow);
+            }
+            if pressed
+                && let Some(action) = comp.config.action(mods, handle.modified_sym())
+                && (!comp.grabbed || action == Action::ReleaseGrab)
+            {
+                comp.swallowed.push(evdev);
+                return FilterResult::Intercept(KeyRoute::Shortcut(action));
+            }
+            if matches!(comp.focused, Some(WindowElement::Scanout(_))) {
+                return FilterResult::Intercept(KeyRoute::Guest);
+            }
+            FilterResult::Forward
+        });
+        match route {
+            Some(KeyRoute::Shortcut(action)) => self.run_action(action),
+            Some(KeyRoute::Guest) => {
+                if let (Some(WindowElement::Scanout(window)), Some(qnum)) =
+                    (self.comp.focused.clone(), qnum_from_evdev(evdev))
+                {
+                    self.comp.send_to_guest_of(&window, |_| Some(UiRequest::Key { qnum, down: pressed }));
+                }
+            }
+            Some(KeyRoute::Swallow) | None => {}
+        }
+    }
+
+    /// Do what a shortcut says.
+    pub fn run_action(&mut self, action: Action) {
+        let focused = self.comp.focused.clone();
+        match action {
+            Action::FocusNext => {
+                let elements: Vec<WindowElement> = self.comp.space.elements().cloned().collect();
+                let next = match focused.as_ref().and_then(|f| elements.iter().position(|e| e == f)) {
+                    Some(i) => elements.get((i + 1) % elements.len()).cloned(),
+                    None => elements.first().cloned(),
+                };
+                self.focus(next);
+            }
+            Action::MoveLeft | Action::MoveRight | Action::MoveUp | Action::MoveDown => {
+                let Some(element) = focused else { return };
+                let (dx, dy) = match action {
+                    Action::MoveLeft => (-MOVE_STEP, 0),
+                    Action::MoveRight => (MOVE_STEP, 0),
+                    Action::MoveUp => (0, -MOVE_STEP),
+                    _ => (0, MOVE_STEP),
+                };
+                let loc = self.comp.space.element_location(&element).unwrap_or_default();
+                self.comp.space.map_element(element, (loc.x + dx, loc.y + dy), true);
+                self.comp.queue_redraw();
+            }
+            Action::Grow | Action::Shrink => {
+                let Some(element) = focused else { return };
+                let size = smithay::desktop::space::SpaceElement::geometry(&element).size;
+                let k = if action == Action::Grow { 1.1 } else { 1.0 / 1.1 };
+                let new = ((f64::from(size.w) * k).round() as i32, (f64::from(size.h) * k).round() as i32);
+                self.comp.resize_window(&element, new.into());
+            }
+            Action::Fullscreen => {
+                if let Some(element) = focused {
+                    let on = self.comp.fullscreen.as_ref().is_none_or(|r| r.element != element);
+                    self.comp.set_fullscreen(&element, on);
+                }
+            }
+            Action::CycleScale => {
+                if let Some(WindowElement::Scanout(window)) = focused {
+                    let next = match window.scale_mode() {
+                        ScaleMode::ResizeGuest => ScaleMode::Fit,
+                        ScaleMode::Fit => ScaleMode::OneToOne,
+                        ScaleMode::OneToOne => ScaleMode::ResizeGuest,
+                    };
+                    self.comp.set_scale_mode(&window, next);
+                }
+            }
+            Action::Overlay => {
+                self.comp.overlay = !self.comp.overlay;
+                self.comp.queue_redraw();
+            }
+            Action::ReleaseGrab => {
+                self.comp.grabbed = !self.comp.grabbed && matches!(focused, Some(WindowElement::Scanout(_)));
+                info!("keyboard grab {}", if self.comp.grabbed { "taken by the focused guest" } else { "released" });
+            }
+            Action::CtrlAltDel => {
+                if let Some(WindowElement::Scanout(window)) = focused {
+                    self.comp.send_keys_to_guest_of(&window, &[29, 56, 111]);
+                }
+            }
+            Action::Quit => self.comp.loop_signal.stop(),
+        }
+    }
+}
+
+impl Comp {
+    /// The guest index and scanout of a scanout window.
+    pub fn guest_of(&self, window: &ScanoutWindow) -> Option<(usize, u32)> {
+        let (name, scanout) = window.ids();
+        self.guests.iter().position(|g| g.name == name).map(|i| (i, scanout))
+    }
+
+    /// Send what `make(head)` returns to the VMM UI of `window`'s guest, if linked.
+    pub fn send_to_guest_of(&self, window: &ScanoutWindow, make: impl FnOnce(u32) -> Option<UiRequest>) {
+        let Some((index, head)) = self.guest_of(window) else { return };
+        if let (Some(ui), Some(req)) = (self.guests[index].ui.as_ref(), make(head)) {
+            ui.send(req);
+        }
+    }
+
+    /// Press `keys` (evdev codes) in order and release them in reverse on `window`'s guest.
+    pub fn send_keys_to_guest_of(&self, window: &ScanoutWindow, keys: &[u32]) {
+        let Some((index, _)) = self.guest_of(window) else { return };
+        self.send_keys(index, keys);
+    }
+
+    /// Press `keys` (evdev codes) in order and release them in reverse on guest `index`.
+    pub fn send_keys(&self, index: usize, keys: &[u32]) {
+        let Some(ui) = self.guests.get(index).and_then(|g| g.ui.as_ref()) else { return };
+        let qnums: Vec<u32> = keys.iter().filter_map(|&k| qnum_from_evdev(k)).collect();
+        for &qnum in &qnums {
+            ui.send(UiRequest::Key { qnum, down: true });
+        }
+        for &qnum in qnums.iter().rev() {
+            ui.send(UiRequest::Key { qnum, down: false });
+        }
+    }
+
+    /// Give `element` the content size `size` (pixels). A guest window in resize-guest mode
+    /// asks its guest to switch to that size: the device model answers the guest's next
+    /// `GET_DISPLAY_INFO`/`GET_EDID` with it, and QEMU raises the display-change event.
+    pub fn resize_window(&mut self, element: &WindowElement, size: Size<i32, Logical>) {
+        let size: Size<i32, Logical> = (size.w.clamp(16, 16384), size.h.clamp(16, 16384)).into();
+        match element {
+            WindowElement::Scanout(window) => {
+                window.set_frame(Some(size));
+                if window.scale_mode() == ScaleMode::ResizeGuest {
+                    self.request_guest_size(window, size);
+                }
+            }
+            WindowElement::Wayland(w) => {
+                if let Some(toplevel) = w.toplevel() {
+                    toplevel.with_pending_state(|s| s.size = Some(size));
+                    toplevel.send_configure();
+                }
+            }
+        }
+        self.remap(element);
+    }
+
+    /// Ask `window`'s guest to show `size` on its scanout.
+    fn request_guest_size(&mut self, window: &ScanoutWindow, size: Size<i32, Logical>) {
+        let Some((index, head)) = self.guest_of(window) else { return };
+        let (w, h) = (size.w as u32, size.h as u32);
+        let guest = &self.guests[index];
+        lock(&guest.device).gpu_mut().set_display_size(head, w, h);
+        match &guest.ui {
+            Some(ui) => ui.send(UiRequest::SetSize { head, width: w, height: h }),
+            None => warn!(guest = %guest.name, "no VMM UI link (qmp=): the guest sees {w}x{h} at its next mode probe"),
+        }
+    }
+
+    /// Change how `window` fills its window; resize-guest asks the guest for the window's size.
+    pub fn set_scale_mode(&mut self, window: &ScanoutWindow, mode: ScaleMode) {
+        window.set_scale_mode(mode);
+        if mode == ScaleMode::ResizeGuest
+            && let Some(frame) = window.frame()
+        {
+            self.request_guest_size(window, frame);
+        }
+        self.remap(&WindowElement::Scanout(window.clone()));
+    }
+
+    /// Make `element` cover the output (or put it back where it was).
+    pub fn set_fullscreen(&mut self, element: &WindowElement, on: bool) {
+        if let Some(restore) = self.fullscreen.take() {
+            self.leave_fullscreen(restore);
+            if !on || restore_is(&self.fullscreen, element) {
+                return;
+            }
+        }
+        if !on {
+            return;
+        }
+        let location = self.space.element_location(element).unwrap_or_default();
+        let output = self.output_size();
+        let size: Size<i32, Logical> = (output.w, output.h).into();
+        match element {
+            WindowElement::Scanout(window) => {
+                self.fullscreen = Some(Restore { element: element.clone(), location, frame: window.frame() });
+                window.with_decoration(|d| d.decorated = false);
+                self.resize_window(element, size);
+            }
+            WindowElement::Wayland(w) => {
+                self.fullscreen = Some(Restore { element: element.clone(), location, frame: None });
+                if let Some(t) = w.toplevel() {
+                    set_toplevel_fullscreen(t, Some(size));
+                }
+            }
+        }
+        self.space.map_element(element.clone(), (0, 0), true);
+        self.queue_redraw();
+    }
+
+    fn leave_fullscreen(&mut self, restore: Restore) {
+        match &restore.element {
+            WindowElement::Scanout(window) => {
+                window.with_decoration(|d| d.decorated = true);
+                match restore.frame {
+                    Some(frame) => self.resize_window(&restore.element, frame),
+                    None => {
+                        window.set_frame(None);
+                    }
+                }
+            }
+            WindowElement::Wayland(w) => {
+                if let Some(t) = w.toplevel() {
+                    set_toplevel_fullscreen(t, None);
+                }
+            }
+        }
+        self.space.map_element(restore.element, restore.location, true);
+        self.queue_redraw();
+    }
+
+    /// Whether `element` is the fullscreen window.
+    pub fn is_fullscreen(&self, element: &WindowElement) -> bool {
+        restore_is(&self.fullscreen, element)
+    }
+
+    /// Re-read `element`'s geometry where it is.
+    fn remap(&mut self, element: &WindowElement) {
+        if let Some(loc) = self.space.element_location(element) {
+            self.space.map_element(element.clone(), loc, false);
+        }
+        self.queue_redraw();
+    }
+}
+
+fn restore_is(restore: &Option<Restore>, element: &WindowElement) -> bool {
+    restore.as_ref().is_some_and(|r| &r.element == element)
+}
+
+fn set_toplevel_fullscreen(toplevel: &ToplevelSurface, size: Option<Size<i32, Logical>>) {
+    use smithay::reexports::wayland_protocols::xdg::shell::server::xdg_toplevel;
+    toplevel.with_pending_state(|s| {
+        if size.is_some() {
+            s.states.set(xdg_toplevel::State::Fullscreen);
+        } else {
+            s.states.unset(xdg_toplevel::State::Fullscreen);
+        }
+        s.size = size;
+    });
+    toplevel.send_configure();
+}
