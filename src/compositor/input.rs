@@ -109,13 +109,26 @@ impl State {
             pointer.motion(self, focus, &MotionEvent { location: pos, serial: SERIAL_COUNTER.next_serial(), time });
             pointer.frame(self);
         }
-        if let Some((WindowElement::Scanout(window), loc)) = under {
+        let mut over = None;
+        if let Some((WindowElement::Scanout(window), loc)) = &under {
             let local = pos - loc.to_f64();
             if local.y >= 0.0 {
-                self.comp.send_to_guest_of(&window, |head| {
+                self.comp.send_to_guest_of(window, |head| {
                     window.to_guest(local).map(|(x, y)| UiRequest::Motion { head, x, y })
                 });
+                over = Some((window.clone(), local));
             }
+        }
+        // the guest's cursor image follows the host pointer at once (no guest round trip)
+        let mut redraw = false;
+        for guest in &self.comp.guests {
+            for window in guest.scanouts.windows() {
+                let point = over.as_ref().filter(|(w, _)| w == window).map(|(_, p)| *p);
+                redraw |= window.set_host_pointer(point);
+            }
+        }
+        if redraw {
+            self.comp.queue_redraw();
         }
     }
 

@@ -356,7 +356,11 @@ impl Comp {
 
     /// Remove a scanout's window from the space.
     pub fn unmap_scanout(&mut self, window: &ScanoutWindow) {
-        self.forget_window(&WindowElement::Scanout(window.clone()));
+        let element = WindowElement::Scanout(window.clone());
+        if let Some(location) = self.space.element_location(&element) {
+            window.set_last_location(Some(location));
+        }
+        self.forget_window(&element);
     }
 
     /// Remove `element` from the space, focus, fullscreen and moving state.
@@ -424,6 +428,11 @@ impl Comp {
                 // Resized: stays where it is; the space re-reads its geometry.
                 let loc = self.space.element_location(&element).unwrap_or_default();
                 self.space.map_element(element, loc, false);
+            } else if let WindowElement::Scanout(w) = &element
+                && let Some(location) = w.last_location()
+            {
+                // a scanout that went dark (mode change, reconnect) comes back where it was
+                self.space.map_element(element, location, true);
             } else {
                 self.place_window(element);
             }

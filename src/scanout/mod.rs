@@ -228,6 +228,12 @@ struct ScanoutView {
     scale: ScaleMode,
     stats: FlushStats,
     decoration: DecorationState,
+    /// The host pointer's position over the picture (guest pixels), while it is over the
+    /// window: the guest's cursor image is drawn there at once, not where the guest last
+    /// reported it, so it never lags behind the pointer.
+    host_pointer: Option<(f64, f64)>,
+    /// Where the window was when it was last unmapped: it comes back there.
+    last_location: Option<Point<i32, Logical>>,
 }
 
 /// Flush rate and flush-to-present latency of one scanout, for the overlay and `scanway list`.
@@ -376,6 +382,17 @@ impl ScanoutWindow {
         Some((gx as u32, gy as u32))
     }
 
+    /// The host pointer is at `point` (relative to the window content's top-left corner), or
+    /// left the window (`None`). Returns whether a cursor must be redrawn.
+    pub fn set_host_pointer(&self, point: Option<Point<f64, Logical>>) -> bool {
+        let mut v = self.0.borrow_mut();
+        let (offset, scale) = v.placement();
+        let guest = point.map(|p| ((p.x - offset.x) / scale, (p.y - offset.y) / scale));
+        let changed = v.host_pointer != guest;
+        v.host_pointer = guest;
+        changed && v.cursor.is_some()
+    }
+
     /// Statistics of this scanout at `now`.
     pub fn stats(&self, now: Instant) -> ScanoutStats {
         let v = self.0.borrow();
@@ -390,6 +407,16 @@ impl ScanoutWindow {
     /// A frame showing this window was presented at `now`: the pending flush's latency ends.
     pub fn presented(&self, now: Instant) {
         self.0.borrow_mut().stats.presented(now);
+    }
+
+    /// Remember where the window was (it is being unmapped), or take that place back.
+    pub fn set_last_location(&self, location: Option<Point<i32, Logical>>) {
+        self.0.borrow_mut().last_location = location;
+    }
+
+    /// Where the window was when it was last unmapped.
+    pub fn last_location(&self) -> Option<Point<i32, Logical>> {
+        self.0.borrow().last_location
     }
 
     /// Use the window's decoration state.
@@ -427,6 +454,7 @@ impl ScanoutWindow {
         let frame = view.frame.unwrap_or_else(|| view.scanout_size());
         let mut out = Vec::with_capacity(2);
         let origin = location.to_f64() + offset.to_physical(scale);
+        let host_pointer = view.host_pointer;
         if let Some(cursor) = view.cursor.as_mut() {
             if cursor.texture.is_none() {
                 let size: Size<i32, Buffer> = (cursor.image.width as i32, cursor.image.height as i32).into();
@@ -439,7 +467,11 @@ impl ScanoutWindow {
                 // Linux's virtio-gpu driver sends the cursor plane's position (the image's
                 // top-left corner) in MOVE_CURSOR/UPDATE_CURSOR, and the hot spot separately
                 // (where the pointer is inside the image); shown as the guest composed it.
-                let at = Point::<f64, Logical>::from((f64::from(cursor.x) * fit, f64::from(cursor.y) * fit));
+                let (x, y) = match host_pointer {
+                    Some((px, py)) => (px - f64::from(cursor.image.hot_x), py - f64::from(cursor.image.hot_y)),
+                    None => (f64::from(cursor.x), f64::from(cursor.y)),
+                };
+                let at = Point::<f64, Logical>::from((x * fit, y * fit));
                 let size = (
                     (f64::from(cursor.image.width) * fit).round() as i32,
                     (f64::from(cursor.image.height) * fit).round() as i32,
@@ -551,6 +583,8 @@ impl GuestScanouts {
                     scale: ScaleMode::default(),
                     stats: FlushStats::default(),
                     decoration: DecorationState::default(),
+                    host_pointer: None,
+                    last_location: None,
                 })))
             })
             .collect();

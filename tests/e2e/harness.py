@@ -234,11 +234,12 @@ class Guest:
     """One QEMU, booted by run-guest.sh against a vhost-user-gpu socket."""
 
     def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
-                 force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None):
+                 force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None,
+                 dbus=False):
         self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
         self.name = Path(socket).stem  # the backend's name for this guest
         self.workdir = ctx.dir / tag
-        self.qmp = ctx.tmp / f"qmp-{tag}.sock"
+        self.qmp = ctx.qmp(tag)
         self.serial = self.workdir / "serial.log"
         argv = [RUN_GUEST, "--socket", socket, "--test", test, "--out", GUEST_OUT,
                 "--workdir", self.workdir, "--qmp", self.qmp, "--timeout", str(int(timeout)), "--quiet"]
@@ -260,6 +261,12 @@ class Guest:
             argv += ["--rootfs", rootfs]
         if mem:
             argv += ["--mem", mem]
+        if dbus:
+            # QEMU's D-Bus display (scanway links to it over QMP: resize, input) and the guest's
+            # input devices (virtio keyboard and tablet)
+            argv += ["--display", "dbus,p2p=yes"]
+            for dev in ("virtio-keyboard-pci", "virtio-tablet-pci"):
+                argv += ["--qemu-arg", "-device", "--qemu-arg", dev]
         self.argv = argv
         self.proc = None
         self._qemu_pid = None
@@ -375,9 +382,17 @@ class Ctx:
     def sock(self, name):
         return self.tmp / f"{name}.sock"
 
-    def backend(self, guests, **kw):
-        """Start the backend for {name: outputs}; returns it once it listens."""
+    def qmp(self, tag):
+        """The QMP socket of guest `tag` (see Guest)."""
+        return self.tmp / f"qmp-{tag}.sock"
+
+    def backend(self, guests, ui=(), **kw):
+        """Start the backend for {name: outputs}; returns it once it listens.  Guests named in
+        `ui` are linked to their QEMU's D-Bus display (QMP of the guest tagged like the name;
+        start those guests with dbus=True) and get no 3D."""
         spec = {n: (self.sock(n), outputs) for n, outputs in guests.items()}
+        if ui:
+            kw["extra"] = {n: f",qmp={self.qmp(n)},3d=off" for n in ui}
         if self.c_mode:  # kw (output size, winit) only concerns scanway
             b = CBackend(self, self.opts.c_backend_bin)
         else:
@@ -419,8 +434,9 @@ class Scanway:
     kind = "scanway"
     force_heads = False  # scanway answers GET_DISPLAY_INFO itself: every output enabled
 
-    def __init__(self, ctx, binary, *, backend="headless", size=None, env=None, stop_grace=15.0):
+    def __init__(self, ctx, binary, *, backend="headless", size=None, env=None, stop_grace=15.0, extra=None):
         self.ctx, self.bin, self.backend, self.size = ctx, str(binary), backend, size
+        self.extra = extra or {}
         self.control = ctx.tmp / "ctl.sock"
         self.env = dict(os.environ if env is None else env)
         xdg = ctx.tmp / "xdg"
@@ -436,7 +452,8 @@ class Scanway:
         if self.size:
             argv += ["--size", self.size]
         for name, (sock, outputs) in guests.items():
-            argv += ["--guest", f"{name}={sock}" + (f",outputs={outputs}" if outputs > 1 else "")]
+            argv += ["--guest", f"{name}={sock}" + (f",outputs={outputs}" if outputs > 1 else "")
+                     + self.extra.get(name, "")]
         self.proc = self.ctx.procs.spawn("scanway", argv, pipe_stdout=True,
                                          stderr=self.ctx.dir / "scanway.stderr.log", env=self.env)
         self.out = LineLog(self.proc.stdout, self.ctx.dir / "scanway.stdout.log")
