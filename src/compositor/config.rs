@@ -270,6 +270,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_is_the_defaults() {
+        let shipped = Config::from_toml(include_str!("../../resources/config.toml")).unwrap();
+        assert_eq!(shipped.shortcuts, Config::default().shortcuts);
+        assert_eq!(shipped.shortcuts.len(), DEFAULT_SHORTCUTS.len());
+    }
+
+    #[test]
     fn colors_are_stable_and_valid() {
         assert_eq!(color_for("vm1"), color_for("vm1"));
         assert_ne!(color_for("vm1"), color_for("vm2"));
