@@ -39,6 +39,13 @@ pub enum Command {
         /// Also draw the layout as an SVG file.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Open the layout view of this guest: one window with its scanouts arranged as the
+        /// guest sees them.
+        #[arg(long, value_name = "GUEST")]
+        show: Option<String>,
+        /// Close the layout view of this guest.
+        #[arg(long, value_name = "GUEST")]
+        hide: Option<String>,
     },
     /// Write a PNG of one guest scanout or of the whole output.
     Screenshot(ScreenshotArgs),
@@ -255,8 +262,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Layout { json, svg } => {
-            let reply = control::request(&control_path(cli.control)?, &Request::List)?;
+        Command::Layout { json, svg, show, hide } => {
+            let path = control_path(cli.control)?;
+            for (guest, on) in [(show, true), (hide, false)] {
+                if let Some(guest) = guest {
+                    control::request(&path, &Request::LayoutView { guest, on })?;
+                }
+            }
+            let reply = control::request(&path, &Request::List)?;
             if let Some(svg) = svg {
                 std::fs::write(&svg, control::layout_svg(&reply)).with_context(|| format!("{}", svg.display()))?;
             }

@@ -49,6 +49,8 @@ pub enum Request {
     SendKeys { guest: String, keys: Vec<u32> },
     /// Show or hide the per-scanout statistics overlay.
     Overlay { on: bool },
+    /// Open or close the layout view of `guest` (its scanouts arranged as the guest sees them).
+    LayoutView { guest: String, on: bool },
 }
 
 /// How a guest scanout fills its window.
@@ -426,6 +428,7 @@ mod tests {
             Request::Input { actions: vec![InputAction::Motion { x: 1, y: 2 }] },
             Request::SendKeys { guest: "a".into(), keys: vec![29, 56, 111] },
             Request::Overlay { on: true },
+            Request::LayoutView { guest: "a".into(), on: false },
         ] {
             let s = serde_json::to_string(&req).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), req);

@@ -46,6 +46,8 @@ pub enum Action {
     ReleaseGrab,
     /// Send Ctrl+Alt+Delete to the focused guest.
     CtrlAltDel,
+    /// Open or close the layout view of the focused guest.
+    LayoutView,
     /// Quit scanway.
     Quit,
 }
@@ -64,6 +66,7 @@ pub const DEFAULT_SHORTCUTS: &[(Action, &str)] = &[
     (Action::Overlay, "Super+O"),
     (Action::ReleaseGrab, "Ctrl+Alt+G"),
     (Action::CtrlAltDel, "Super+Delete"),
+    (Action::LayoutView, "Super+L"),
     (Action::Quit, "Super+Shift+Q"),
 ];
 

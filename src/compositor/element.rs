@@ -14,6 +14,7 @@ use smithay::{
 };
 
 use super::decoration::{DecorationElement, TITLE_HEIGHT};
+use super::layout_view::{DecorationOrPicture, LayoutView};
 use crate::scanout::ScanoutWindow;
 
 render_elements! {
@@ -45,6 +46,8 @@ pub enum WindowElement {
     Wayland(Window),
     /// A guest scanout.
     Scanout(ScanoutWindow),
+    /// The layout view of one guest's scanouts.
+    Layout(LayoutView),
 }
 
 impl WindowElement {
@@ -63,6 +66,7 @@ impl WindowElement {
                 })
                 .unwrap_or_default(),
             WindowElement::Scanout(s) => s.title(),
+            WindowElement::Layout(l) => l.title(),
         }
     }
 }
@@ -71,7 +75,7 @@ impl IsAlive for WindowElement {
     fn alive(&self) -> bool {
         match self {
             WindowElement::Wayland(w) => w.alive(),
-            WindowElement::Scanout(_) => true,
+            WindowElement::Scanout(_) | WindowElement::Layout(_) => true,
         }
     }
 }
@@ -81,6 +85,7 @@ impl SpaceElement for WindowElement {
         match self {
             WindowElement::Wayland(w) => SpaceElement::geometry(w),
             WindowElement::Scanout(s) => Rectangle::from_size(s.size()),
+            WindowElement::Layout(l) => Rectangle::from_size(l.size()),
         }
     }
 
@@ -88,6 +93,7 @@ impl SpaceElement for WindowElement {
         match self {
             WindowElement::Wayland(w) => SpaceElement::bbox(w),
             WindowElement::Scanout(s) => scanout_bbox(s),
+            WindowElement::Layout(l) => layout_bbox(l),
         }
     }
 
@@ -95,6 +101,7 @@ impl SpaceElement for WindowElement {
         match self {
             WindowElement::Wayland(w) => SpaceElement::is_in_input_region(w, point),
             WindowElement::Scanout(s) => scanout_bbox(s).to_f64().contains(*point),
+            WindowElement::Layout(l) => layout_bbox(l).to_f64().contains(*point),
         }
     }
 
@@ -152,8 +159,23 @@ impl AsRenderElements<GlesRenderer> for WindowElement {
                     .map(C::from)
                     .collect()
             }
+            WindowElement::Layout(l) => l
+                .elements(renderer, location)
+                .into_iter()
+                .map(|e| match e {
+                    DecorationOrPicture::Decoration(d) => WindowRenderElement::from(d),
+                    DecorationOrPicture::Picture(p) => WindowRenderElement::Texture(p),
+                })
+                .map(C::from)
+                .collect(),
         }
     }
+}
+
+/// The layout view with its title bar above (y < 0).
+fn layout_bbox(l: &LayoutView) -> Rectangle<i32, Logical> {
+    let size = l.size();
+    Rectangle::new((0, -TITLE_HEIGHT).into(), (size.w, size.h + TITLE_HEIGHT).into())
 }
 
 /// A scanout window's content with its title bar above (y < 0).

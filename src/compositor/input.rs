@@ -142,7 +142,8 @@ impl State {
         if pressed {
             self.focus(under.as_ref().map(|(e, _)| e.clone()));
             if let Some((element, loc)) = &under {
-                let on_title_bar = matches!(element, WindowElement::Scanout(_)) && pos.y < f64::from(loc.y);
+                let decorated = matches!(element, WindowElement::Scanout(_) | WindowElement::Layout(_));
+                let on_title_bar = decorated && pos.y < f64::from(loc.y);
                 let super_held = self.comp.seat.get_keyboard().is_some_and(|k| k.modifier_state().logo);
                 if code == BTN_LEFT && (on_title_bar || super_held) {
                     let location = self.comp.space.element_location(element).unwrap_or_default();
@@ -176,8 +177,11 @@ impl State {
             comp.grabbed = false;
         }
         for e in comp.space.elements() {
-            if let WindowElement::Scanout(s) = e {
-                s.with_decoration(|d| d.focused = Some(e) == element.as_ref());
+            let focused = Some(e) == element.as_ref();
+            match e {
+                WindowElement::Scanout(s) => s.with_decoration(|d| d.focused = focused),
+                WindowElement::Layout(l) => l.with_decoration(|d| d.focused = focused),
+                WindowElement::Wayland(_) => {}
             }
         }
         if let Some(e) = &element {
@@ -291,6 +295,19 @@ impl State {
                     self.comp.send_keys_to_guest_of(&window, &[29, 56, 111]);
                 }
             }
+            Action::LayoutView => {
+                let guest = match &focused {
+                    Some(WindowElement::Scanout(w)) => self.comp.guest_of(w).map(|(i, _)| i),
+                    Some(WindowElement::Layout(l)) => self.comp.guests.iter().position(|g| g.name == l.guest()),
+                    _ => None,
+                };
+                if let Some(index) = guest {
+                    let name = self.comp.guests[index].name.clone();
+                    let open =
+                        self.comp.space.elements().any(|e| matches!(e, WindowElement::Layout(l) if l.guest() == name));
+                    self.comp.set_layout_view(index, !open);
+                }
+            }
             Action::Quit => self.comp.loop_signal.stop(),
         }
     }
@@ -347,6 +364,7 @@ impl Comp {
                     toplevel.send_configure();
                 }
             }
+            WindowElement::Layout(_) => {}
         }
         self.remap(element);
     }
@@ -400,6 +418,7 @@ impl Comp {
                     set_toplevel_fullscreen(t, Some(size));
                 }
             }
+            WindowElement::Layout(_) => return,
         }
         self.space.map_element(element.clone(), (0, 0), true);
         self.queue_redraw();
@@ -421,6 +440,7 @@ impl Comp {
                     set_toplevel_fullscreen(t, None);
                 }
             }
+            WindowElement::Layout(_) => {}
         }
         self.space.map_element(restore.element, restore.location, true);
         self.queue_redraw();

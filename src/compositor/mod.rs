@@ -17,6 +17,7 @@ pub mod guests;
 pub mod handlers;
 mod headless;
 pub mod input;
+pub mod layout_view;
 pub mod qemu_ui;
 mod winit;
 
@@ -484,6 +485,22 @@ impl Comp {
         Ok(result.damage.is_some())
     }
 
+    /// Open or close the layout view of guest `index`.
+    pub fn set_layout_view(&mut self, index: usize, on: bool) {
+        let Some(guest) = self.guests.get(index) else { return };
+        let name = guest.name.clone();
+        let open = self.space.elements().find(|e| matches!(e, WindowElement::Layout(l) if l.guest() == name)).cloned();
+        match (open, on) {
+            (Some(view), false) => self.forget_window(&view),
+            (None, true) => {
+                let color = self.config.guest_color(&name);
+                let view = layout_view::LayoutView::new(&name, guest.scanouts.windows(), color);
+                self.place_window(WindowElement::Layout(view));
+            }
+            _ => {}
+        }
+    }
+
     /// Refresh the statistics overlay text of every guest window (or hide it).
     fn update_overlays(&mut self) {
         let now = Instant::now();
@@ -607,12 +624,25 @@ impl Comp {
                 json!({"title": e.title(), "x": loc.x, "y": loc.y})
             })
             .collect();
+        let layout_views: Vec<Value> = self
+            .space
+            .elements()
+            .filter_map(|e| match e {
+                WindowElement::Layout(l) => {
+                    let g = self.space.element_geometry(e)?;
+                    Some(json!({"guest": l.guest(), "x": g.loc.x, "y": g.loc.y, "width": g.size.w, "height": g.size.h}))
+                }
+                _ => None,
+            })
+            .collect();
         let size = self.output_size();
         json!({
             "output": {"width": size.w, "height": size.h},
             "frames": self.frames,
+            "overlay": self.overlay,
             "guests": guests,
             "clients": clients,
+            "layout_views": layout_views,
         })
     }
 }
@@ -709,6 +739,11 @@ impl State {
                     anyhow::bail!("guest {guest} has no VMM UI link (give --guest {guest}=...,qmp=PATH)");
                 }
                 self.comp.send_keys(index, &keys);
+                Ok(json!({}))
+            }
+            Request::LayoutView { guest, on } => {
+                let index = self.guest_index(&guest)?;
+                self.comp.set_layout_view(index, on);
                 Ok(json!({}))
             }
             Request::Overlay { on } => {

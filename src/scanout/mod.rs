@@ -536,6 +536,45 @@ impl ScanoutWindow {
         out
     }
 
+    /// The scanout's picture alone, `k` times its size, its top-left corner at `location`, as
+    /// element `id` (the layout view shows the same texture as the window, under its own id).
+    pub fn picture_element(
+        &self,
+        renderer: &GlesRenderer,
+        location: Point<i32, Physical>,
+        k: f64,
+        id: &Id,
+    ) -> Option<TextureRenderElement<GlesTexture>> {
+        let view = self.0.borrow();
+        let tex = view.texture.as_ref()?.borrow();
+        let texture = tex.texture.clone()?;
+        let r = view.rect;
+        let src = Rectangle::<f64, Logical>::new(
+            (f64::from(r.x), f64::from(r.y)).into(),
+            (f64::from(r.width), f64::from(r.height)).into(),
+        );
+        let dst: Size<i32, Logical> =
+            ((f64::from(r.width) * k).round() as i32, (f64::from(r.height) * k).round() as i32).into();
+        let transform = match tex.virgl {
+            Some(info) if info.y_0_top => Transform::Flipped180,
+            _ => Transform::Normal,
+        };
+        Some(TextureRenderElement::from_texture_with_damage(
+            id.clone(),
+            renderer.context_id(),
+            location.to_f64(),
+            texture,
+            1,
+            transform,
+            None,
+            Some(src),
+            Some(dst),
+            None,
+            tex.damage.snapshot(),
+            Kind::Unspecified,
+        ))
+    }
+
     /// The commit counter of the shown texture (changes whenever new pixels were uploaded).
     pub fn current_commit(&self) -> Option<CommitCounter> {
         let v = self.0.borrow();

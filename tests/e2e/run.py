@@ -211,7 +211,57 @@ def check_layout(ctx, b, heads):
     text = svg.read_text()
     if text.count("<rect") < 3 or "scanout 1:" not in text:
         raise CaseFailure("layout --svg lacks the scanouts")
-    return f"layout: {heads['0']}+0+0 and {heads['1']}+{w0}+0, svg drawn"
+    details = [f"layout: {heads['0']}+0+0 and {heads['1']}+{w0}+0, svg drawn"]
+
+    # The layout view: both pictures, scaled, side by side in one window.
+    b.ctl("layout", "--show", "g0")
+    time.sleep(1.0)
+    views = b.list("layout-view").get("layout_views", [])
+    if len(views) != 1 or views[0].get("guest") != "g0":
+        raise CaseFailure(f"layout view not open: {views}")
+    v = views[0]
+    path = ctx.dir / "layout-view.png"
+    b.shot_output(path)
+    w, h, px = H.read_png_rgb(path)
+    total_w = sum(int(heads[k].split("x")[0]) for k in ("0", "1"))
+    k = min(1.0, 960 / total_w)
+    bars = [(255, 255, 255), (255, 255, 0), (0, 255, 255), (0, 255, 0),
+            (255, 0, 255), (255, 0, 0), (0, 0, 255), (0, 0, 0)]
+    bad = []
+    x0 = 0
+    for head in (0, 1):
+        hw, hh = (int(v_) for v_ in heads[str(head)].split("x"))
+        for bar in range(8):
+            gx, gy = x0 + (bar + 0.5) * hw / 8, 0.7 * hh
+            sx, sy = v["x"] + round(gx * k), v["y"] + round(gy * k)
+            got = tuple(px[(sy * w + sx) * 3:(sy * w + sx) * 3 + 3])
+            want = bars[7 - bar if head % 2 else bar]
+            if max(abs(a - b_) for a, b_ in zip(got, want)) > 8:
+                bad.append((head, bar, sx, sy, got, want))
+        x0 += hw
+    if bad:
+        raise CaseFailure(f"layout view at {v}: {len(bad)} bars wrong, e.g. {bad[:3]}")
+    b.ctl("layout", "--hide", "g0")
+    details.append(f"layout view {v['width']}x{v['height']} shows both heads' bars in place")
+
+    # The statistics overlay: flush rate and flush-to-present latency measured, text drawn.
+    b.ctl("overlay", "on")
+    time.sleep(1.0)
+    s0 = scanout_info(b.list("overlay"), "g0", 0)
+    stats = s0.get("stats") or {}
+    if stats.get("latency_p50_ms") is None or stats.get("latency_p99_ms") is None:
+        raise CaseFailure(f"no flush-to-present latency measured: {stats}")
+    path = ctx.dir / "overlay.png"
+    b.shot_output(path)
+    w, h, px = H.read_png_rgb(path)
+    win = s0["window"]
+    sx, sy = win["x"] + 10, win["y"] + 10  # in the overlay's padding, over the white bar
+    got = tuple(px[(sy * w + sx) * 3:(sy * w + sx) * 3 + 3])
+    if max(abs(c - 65) for c in got) > 4:
+        raise CaseFailure(f"overlay background at {sx},{sy} is {got}, expected ~(65,65,65) (white under 75% black)")
+    b.ctl("overlay", "off")
+    details.append(f"overlay: latency p50 {stats['latency_p50_ms']:.1f} ms p99 {stats['latency_p99_ms']:.1f} ms")
+    return ", ".join(details)
 
 
 def case_reconnect(ctx):
