@@ -800,6 +800,22 @@ def case_cursor(ctx):
     if wire:
         kinds = ["MOVE" if mv else "UPDATE" for mv, *_ in wire]
         details.append(f"wire: {'+'.join(kinds)}")
+
+    # The host pointer over the window: the guest's cursor image is drawn at once where the
+    # pointer is (its hot spot there), with no guest round trip (this guest gets no input).
+    px_, py_ = 200, 150
+    b.ctl("input", f"move:{win['x'] + px_},{win['y'] + py_}")
+    host_plane = (px_ - hx, py_ - hy)
+    why = None
+    for attempt in range(3):
+        time.sleep(0.3)
+        b.shot_output(out, g)
+        why = check_cursor_output(ctx, out, win, W, H_, head, host_plane, size, hot)
+        if not why:
+            break
+    if why:
+        raise CaseFailure(f"cursor at the host pointer {px_},{py_}: {why}")
+    details.append(f"drawn at the host pointer {px_},{py_} at once")
     ctx.finish(b, g)
     return ", ".join(details)
 
