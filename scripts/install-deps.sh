@@ -42,7 +42,7 @@ pkgs=(pkg-config gcc libc6-dev libudev-dev libseat-dev libinput-dev libxkbcommon
 # run: the demo guest
 pkgs+=(qemu-system-x86 qemu-system-gui python3 cpio kmod xz-utils zstd libdrm-dev)
 if [ "${1:-}" = --test ]; then
-	pkgs+=(xvfb imagemagick edid-decode weston xauth debootstrap e2fsprogs libegl-dev libgles-dev)
+	pkgs+=(xvfb imagemagick edid-decode weston xauth debootstrap e2fsprogs libegl-dev libgles-dev xdotool)
 fi
 
 missing=()

@@ -379,11 +379,12 @@ def case_nested(ctx):
         time.sleep(0.1)
     env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "WAYLAND_SOCKET")}
     env["DISPLAY"] = f":{n}"
-    b = ctx.backend({"g0": 1, "g1": 1}, backend="winit", env=env, size="3000x1000")
+    b = ctx.backend({"g0": 1, "g1": 1}, backend="winit", env=env, size="3000x1000", ui=("g0",))
     m = b.out.wait(r"^scanway: wayland socket (\S+)$", ctx.deadline.left(10), what="'wayland socket' line")
     cenv = dict(b.env, WAYLAND_DISPLAY=m.group(1))
     cenv.pop("DISPLAY", None)
-    g0 = ctx.guest("g0", "g0", "pattern")
+    # g0 shows the pattern and prints the input it gets (X input through winit, below)
+    g0 = ctx.guest("g0", "g0", "input", dbus=True)
     g1 = ctx.guest("g1", "g1", "pattern", mode="1024x768")
     b.connected("g0")
     b.connected("g1")
@@ -432,6 +433,23 @@ def case_nested(ctx):
     if not inside or painted < 0.99 * len(inside):
         raise CaseFailure(f"weston-simple-shm's window at {cx},{cy}: {painted}/{len(inside)} pixels painted")
     details.append(f"client painted at {cx},{cy}")
+
+    # X input (xdotool: pointer, click, key) reaches g0 through the winit backend's seat
+    g0.wait(r"^GUEST-INPUT-READY\b", ctx.deadline.left(30), "GUEST-INPUT-READY")
+    wait_ui_linked(ctx, b, "g0")
+    win, (W, H_) = windows["g0"], (int(v) for v in sizes["g0"].split("x"))
+    gx, gy = 640, 400
+    # no window manager: give scanway's window the X keyboard focus first
+    r = subprocess.run(["xdotool", "search", "--name", "^scanway$", "windowfocus", "mousemove",
+                        str(win["x"] + gx), str(win["y"] + gy), "click", "1", "key", "a"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                       timeout=ctx.deadline.left(30))
+    if r.returncode != 0:
+        raise CaseFailure(f"xdotool failed: {r.stdout.strip()[-200:]}")
+    wait_events(ctx, g0, "QEMU Virtio Tablet",
+                [(3, 0, gx * 32767 // W), (3, 1, gy * 32767 // H_), (1, 272, 1), (1, 272, 0)], "X pointer")
+    wait_events(ctx, g0, "QEMU Virtio Keyboard", [(1, 30, 1), (1, 30, 0)], "X key")
+    details.append(f"X pointer, click and key reached g0 (guest pixel {gx},{gy})")
     ctx.procs.stop(client, "weston-simple-shm")
     ctx.finish(b, g0, g1)
     ctx.procs.stop(xvfb, "Xvfb")
