@@ -1,67 +1,143 @@
 #!/usr/bin/env bash
-# bench-3d.sh — kmscube in a guest through scanway's virgl vs QEMU's built-in
-# virtio-gpu-gl-pci shown with -display sdl,gl=on under Xvfb (the same host Mesa),
-# in one run on one machine. Prints kmscube's fps for each and their ratio.
+# bench-3d.sh — kmscube and glmark2-es2-drm in a guest through scanway's virgl vs
+# QEMU's built-in virtio-gpu-gl-pci shown with -display sdl,gl=on under Xvfb (the
+# same host Mesa), in one run on one machine. Prints kmscube's fps for each and their
+# ratio, then glmark2's fps per scene and its score for each, and their ratios.
 #
-#   scripts/bench-3d.sh [FRAMES]        (default 1500 frames)
+#   scripts/bench-3d.sh [--no-kmscube] [--no-glmark2] [--glmark2-duration S] [FRAMES]
 #
-# kmscube reports "Rendered N frames in S sec (F fps)" every 2 s; the figure taken is
-# its last report (frames since kmscube started rendering).
+# FRAMES: kmscube's frames (default 1500). kmscube reports "Rendered N frames in S sec
+# (F fps)" every 2 s; the figure taken is its last report (frames since kmscube started
+# rendering).
+# glmark2: four scenes of S seconds each (default 5): build (VBOs), texture, shading
+# (phong) and bump (normals), full screen in 1280x800 on both (the preferred mode).
+# Every guest is a fresh VM (TCG, 1 vCPU) and, on scanway's side, a fresh headless scanway.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-FRAMES=${1:-1500}
+FRAMES=1500 KMSCUBE=1 GLMARK2=1 GM_DURATION=5 GM_MODE=1280x800
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--no-kmscube) KMSCUBE=0 ;;
+	--no-glmark2) GLMARK2=0 ;;
+	--glmark2-duration) GM_DURATION=$2; shift ;;
+	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-*) echo "bench-3d: unknown option $1" >&2; exit 2 ;;
+	*) FRAMES=$1 ;;
+	esac
+	shift
+done
 OUT=target/bench3d
 rm -rf "$OUT" && mkdir -p "$OUT"
 cargo build --release -q
 tests/guest/build-guest.sh >/dev/null
 ROOTFS=$(tests/guest/build-rootfs-3d.sh 2>/dev/null | tail -n1)
 G=target/guest
+HZ=$(getconf CLK_TCK)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 last_fps() { grep -a -o 'Rendered [0-9]* frames in [0-9.]* sec ([0-9.]* fps)' "$1" | tail -n1 | sed 's/.*(\([0-9.]*\) fps)/\1/'; }
 renderer() { grep -a -m1 'renderer:' "$1" | sed 's/.*renderer: *//'; }
+ratio() { if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then awk "BEGIN{printf \"%.2fx\", $1/$2}"; else echo "?"; fi; }
+# glmark2's results in a serial log: "SCENE FPS" lines (SCENE like "[build] duration=5:use-vbo=true"),
+# then "score N", "size WxH", "renderer R"
+glmark2_results() {
+	tr -d '\r' <"$1" | sed -n -e 's/^glmark2: \(\[[a-z-]*\] [^ ]*\): FPS: \([0-9]*\) .*/\1 \2/p' \
+		-e 's/^glmark2: *glmark2 Score: *\([0-9]*\).*/score \1/p' \
+		-e 's/^glmark2: *Surface Size: *\([0-9x]*\).*/size \1/p' \
+		-e 's/^glmark2: *GL_RENDERER: *\(.*\)/renderer \1/p'
+}
 
-# ---- scanway (headless, virgl in the compositor's share group)
+# ---- scanway (headless, virgl in the compositor's share group): a fresh instance per
+# guest. scanway_guest NAME RUN-GUEST-ARGS... boots the guest with run-guest.sh; the
+# guest's serial log is then $OUT/NAME-guest/serial.log and SW_TICKS scanway's CPU
+# time (clock ticks) while the guest ran.
 export XDG_RUNTIME_DIR=$PWD/$OUT/xdg
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-target/release/scanway run --control "$OUT/ctl.sock" --guest "g0=$PWD/$OUT/g0.sock" >"$OUT/scanway.out" 2>"$OUT/scanway.err" &
-PIDS+=($!)
-SCANWAY=$!
-for _ in $(seq 50); do [ -S "$OUT/g0.sock" ] && break; sleep 0.1; done
-t0=$(awk '{print $14+$15}' "/proc/$SCANWAY/stat")
-tests/guest/run-guest.sh --socket "$PWD/$OUT/g0.sock" --test kmscube --frames "$FRAMES" --hold 1 \
-	--rootfs "$ROOTFS" --mem 1G --workdir "$OUT/scanway-guest" --timeout 600 --quiet \
-	--ready '^GUEST-3D-DONE' >"$OUT/scanway-run-guest.log" 2>&1 || true
-t1=$(awk '{print $14+$15}' "/proc/$SCANWAY/stat")
-SW_FPS=$(last_fps "$OUT/scanway-guest/serial.log")
-SW_R=$(renderer "$OUT/scanway-guest/serial.log")
-HZ=$(getconf CLK_TCK)
+scanway_guest() {
+	local name=$1 pid t0 t1
+	shift
+	target/release/scanway run --control "$OUT/$name-ctl.sock" --guest "g0=$PWD/$OUT/$name.sock" \
+		>"$OUT/$name-scanway.out" 2>"$OUT/$name-scanway.err" &
+	pid=$!
+	PIDS+=("$pid")
+	for _ in $(seq 50); do [ -S "$OUT/$name.sock" ] && break; sleep 0.1; done
+	t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+	tests/guest/run-guest.sh --socket "$PWD/$OUT/$name.sock" --rootfs "$ROOTFS" --mem 1G \
+		--workdir "$OUT/$name-guest" --timeout 600 --quiet --ready '^GUEST-3D-DONE' "$@" \
+		>"$OUT/$name-run-guest.log" 2>&1 || true
+	t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	SW_TICKS=$((t1 - t0))
+}
 
-# ---- QEMU's built-in virtio-gpu-gl-pci, -display sdl,gl=on, in Xvfb
-N=97
-while [ -e "/tmp/.X11-unix/X$N" ]; do N=$((N + 1)); done
-Xvfb ":$N" -screen 0 1920x1200x24 -nolisten tcp >"$OUT/xvfb.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do [ -e "/tmp/.X11-unix/X$N" ] && break; sleep 0.1; done
-if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then ACCEL=(-accel kvm -cpu host); else
-	ACCEL=(-accel tcg -cpu max,vendor=GenuineIntel,family=6,model=85); fi
-DISPLAY=:$N timeout 600 qemu-system-x86_64 "${ACCEL[@]}" -machine q35 -m 1G -smp 1 \
-	-kernel "$G/vmlinuz" -initrd "$G/initramfs.cpio.gz" \
-	-append "console=ttyS0 panic=-1 loglevel=4 vt.global_cursor_default=0 guest.test=kmscube guest.frames=$FRAMES guest.hold=1 guest.root=/dev/vda" \
-	-nodefaults -vga none -no-reboot -display sdl,gl=on -device virtio-gpu-gl-pci \
-	-drive "file=$ROOTFS,if=virtio,format=raw,readonly=on,snapshot=on" \
-	-serial "file:$OUT/qemu-serial.log" >"$OUT/qemu.log" 2>&1 || true
-Q_FPS=$(last_fps "$OUT/qemu-serial.log")
-Q_R=$(renderer "$OUT/qemu-serial.log")
+# ---- QEMU's built-in virtio-gpu-gl-pci, -display sdl,gl=on, in Xvfb (one Xvfb for all).
+# qemu_guest NAME KERNEL-CMDLINE-TAIL: the guest's serial log is $OUT/NAME-serial.log.
+XVFB=
+qemu_guest() {
+	local name=$1 tail=$2
+	if [ -z "$XVFB" ]; then
+		XVFB=97
+		while [ -e "/tmp/.X11-unix/X$XVFB" ]; do XVFB=$((XVFB + 1)); done
+		Xvfb ":$XVFB" -screen 0 1920x1200x24 -nolisten tcp >"$OUT/xvfb.log" 2>&1 &
+		PIDS+=($!)
+		for _ in $(seq 50); do [ -e "/tmp/.X11-unix/X$XVFB" ] && break; sleep 0.1; done
+	fi
+	if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then ACCEL=(-accel kvm -cpu host); else
+		ACCEL=(-accel tcg -cpu "max,vendor=GenuineIntel,family=6,model=85"); fi
+	DISPLAY=:$XVFB timeout 600 qemu-system-x86_64 "${ACCEL[@]}" -machine q35 -m 1G -smp 1 \
+		-kernel "$G/vmlinuz" -initrd "$G/initramfs.cpio.gz" \
+		-append "console=ttyS0 panic=-1 loglevel=4 vt.global_cursor_default=0 $tail guest.root=/dev/vda" \
+		-nodefaults -vga none -no-reboot -display sdl,gl=on -device virtio-gpu-gl-pci \
+		-drive "file=$ROOTFS,if=virtio,format=raw,readonly=on,snapshot=on" \
+		-serial "file:$OUT/$name-serial.log" >"$OUT/$name-qemu.log" 2>&1 || true
+}
+HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 
-printf '\nkmscube, %s frames, TCG guest (1 vCPU), host: %s\n' "$FRAMES" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-printf '%-44s %10s  %s\n' "path" "fps" "guest renderer"
-printf '%-44s %10s  %s\n' "scanway (virgl, zero-copy, headless)" "${SW_FPS:-?}" "${SW_R:-?}"
-printf '%-44s %10s  %s\n' "QEMU virtio-gpu-gl-pci, sdl,gl=on in Xvfb" "${Q_FPS:-?}" "${Q_R:-?}"
-if [ -n "${SW_FPS:-}" ] && [ -n "${Q_FPS:-}" ]; then
-	printf 'ratio scanway/QEMU: %sx\n' "$(awk "BEGIN{printf \"%.2f\", $SW_FPS/$Q_FPS}")"
+if [ "$KMSCUBE" = 1 ]; then
+	scanway_guest scanway --test kmscube --frames "$FRAMES" --hold 1
+	SW_FPS=$(last_fps "$OUT/scanway-guest/serial.log")
+	SW_R=$(renderer "$OUT/scanway-guest/serial.log")
+	qemu_guest qemu "guest.test=kmscube guest.frames=$FRAMES guest.hold=1"
+	Q_FPS=$(last_fps "$OUT/qemu-serial.log")
+	Q_R=$(renderer "$OUT/qemu-serial.log")
+
+	printf '\nkmscube, %s frames, TCG guest (1 vCPU), host: %s\n' "$FRAMES" "$HOST_CPU"
+	printf '%-44s %10s  %s\n' "path" "fps" "guest renderer"
+	printf '%-44s %10s  %s\n' "scanway (virgl, zero-copy, headless)" "${SW_FPS:-?}" "${SW_R:-?}"
+	printf '%-44s %10s  %s\n' "QEMU virtio-gpu-gl-pci, sdl,gl=on in Xvfb" "${Q_FPS:-?}" "${Q_R:-?}"
+	if [ -n "${SW_FPS:-}" ] && [ -n "${Q_FPS:-}" ]; then
+		printf 'ratio scanway/QEMU: %s\n' "$(ratio "$SW_FPS" "$Q_FPS")"
+	fi
+	printf 'scanway host CPU during the scanway run: %s ms per frame\n' \
+		"$(awk "BEGIN{printf \"%.2f\", $SW_TICKS*1000/$HZ/$FRAMES}")"
 fi
-printf 'scanway host CPU during the scanway run: %s ms per frame\n' \
-	"$(awk "BEGIN{printf \"%.2f\", ($t1-$t0)*1000/$HZ/$FRAMES}")"
+
+if [ "$GLMARK2" = 1 ]; then
+	# the initramfs's /init hands 3d-info to guest-3d, whose --test runs glmark2 instead
+	scanway_guest gm-scanway --test 3d-info --args "--test glmark2 --duration $GM_DURATION" \
+		--mode "$GM_MODE" --hold 1
+	glmark2_results "$OUT/gm-scanway-guest/serial.log" >"$OUT/gm-scanway.results"
+	qemu_guest gm-qemu "guest.test=3d-info guest.mode=$GM_MODE guest.hold=1 guest.args=--test_glmark2_--duration_$GM_DURATION"
+	glmark2_results "$OUT/gm-qemu-serial.log" >"$OUT/gm-qemu.results"
+
+	val() { sed -n "s/^$2 //p" "$1" | head -n1; }
+	fps_of() { awk -v s="$2" 'substr($0, 1, length(s) + 1) == s " " { print $NF; exit }' "$1"; }
+	printf '\nglmark2-es2-drm, %s s per scene, %s (scanway) / %s (QEMU), TCG guest (1 vCPU), host: %s\n' \
+		"$GM_DURATION" "$(val "$OUT/gm-scanway.results" size)" "$(val "$OUT/gm-qemu.results" size)" "$HOST_CPU"
+	printf 'guest renderer: %s (scanway) / %s (QEMU)\n' \
+		"$(val "$OUT/gm-scanway.results" renderer)" "$(val "$OUT/gm-qemu.results" renderer)"
+	printf '%-44s %10s %10s %10s\n' "scene (fps)" "scanway" "QEMU" "ratio"
+	cat "$OUT/gm-scanway.results" "$OUT/gm-qemu.results" | grep -E '^\[' | sed 's/ [0-9]*$//' |
+		awk '!seen[$0]++' | while IFS= read -r scene; do
+		s=$(fps_of "$OUT/gm-scanway.results" "$scene")
+		q=$(fps_of "$OUT/gm-qemu.results" "$scene")
+		printf '%-44s %10s %10s %10s\n' "$scene" "${s:-?}" "${q:-?}" "$(ratio "$s" "$q")"
+	done
+	s=$(val "$OUT/gm-scanway.results" score)
+	q=$(val "$OUT/gm-qemu.results" score)
+	printf '%-44s %10s %10s %10s\n' "glmark2 score" "${s:-?}" "${q:-?}" "$(ratio "$s" "$q")"
+	printf 'scanway host CPU during the scanway glmark2 run: %s s\n' "$(awk "BEGIN{printf \"%.1f\", $SW_TICKS/$HZ}")"
+fi

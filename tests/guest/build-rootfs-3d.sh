@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# build-rootfs-3d.sh [OUTDIR] — debootstrap (minbase) a rootfs with Mesa and
-# kmscube for the 3D guest tests and pack it as OUTDIR/rootfs-3d.ext4.
+# build-rootfs-3d.sh [OUTDIR] — debootstrap (minbase) a rootfs with Mesa, kmscube
+# and glmark2-es2-drm for the 3D guest tests and pack it as OUTDIR/rootfs-3d.ext4.
 # Boot it with: run-guest.sh ... --rootfs OUTDIR/rootfs-3d.ext4 --test kmscube
 #
 # MESA_SUITE=backports  take Mesa from <codename>-backports instead of <codename>
@@ -23,7 +23,7 @@ mkdir -p "$CACHE"
 
 . /etc/os-release
 CODENAME=$VERSION_CODENAME
-PKGS=kmscube,libgl1-mesa-dri,libegl-mesa0,libgbm1,libegl1,libgles2,mesa-utils-bin,kmod
+PKGS=kmscube,glmark2-es2-drm,libgl1-mesa-dri,libegl-mesa0,libgbm1,libegl1,libgles2,mesa-utils-bin,kmod
 
 # The archive address comes from the system's own apt sources (never hard-coded).
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -86,7 +86,15 @@ if [ ! -e "$GP" ] || [ "$HERE/src/gles-pattern.c" -nt "$GP" ]; then
 	gcc -O2 -Wall -Werror -I/usr/include/libdrm -o "$GP.tmp" "$HERE/src/gles-pattern.c" -ldrm -lgbm -lEGL -lGLESv2
 	mv "$GP.tmp" "$GP"
 fi
-if [ ! -e "$IMG" ] || [ -n "$(find "$ROOT/usr/local/bin/guest-3d" "$GP" "$ROOT/.done" -newer "$IMG" 2>/dev/null)" ]; then
+# drm-one-mode.so: glmark2-es2-drm's LD_PRELOAD (one mode per connector, see the source)
+OM=$ROOT/usr/local/lib/drm-one-mode.so
+if [ ! -e "$OM" ] || [ "$HERE/src/drm-one-mode.c" -nt "$OM" ]; then
+	log "compiling drm-one-mode.so"
+	mkdir -p "$ROOT/usr/local/lib"
+	gcc -O2 -Wall -Werror -shared -fPIC -I/usr/include/libdrm -o "$OM.tmp" "$HERE/src/drm-one-mode.c" -ldl
+	mv "$OM.tmp" "$OM"
+fi
+if [ ! -e "$IMG" ] || [ -n "$(find "$ROOT/usr/local/bin/guest-3d" "$GP" "$OM" "$ROOT/.done" -newer "$IMG" 2>/dev/null)" ]; then
 	used_kb=$(du -sk "$ROOT" | cut -f1)
 	size_mb=$(( used_kb * 12 / 10 / 1024 + 64 ))
 	log "mkfs.ext4 -d ($((used_kb / 1024)) MiB of files -> ${size_mb} MiB image)"
