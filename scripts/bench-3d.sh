@@ -58,7 +58,7 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 scanway_guest() {
 	local name=$1 pid t0 t1
 	shift
-	target/release/scanway run --control "$OUT/$name-ctl.sock" --guest "g0=$PWD/$OUT/$name.sock" \
+	target/release/scanway run --backend headless --control "$OUT/$name-ctl.sock" --guest "g0=$PWD/$OUT/$name.sock" \
 		>"$OUT/$name-scanway.out" 2>"$OUT/$name-scanway.err" &
 	pid=$!
 	PIDS+=("$pid")

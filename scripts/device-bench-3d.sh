@@ -78,7 +78,7 @@ one_pass() {
 	local out=$STAGE/$name
 	rm -rf "$out" && mkdir -p "$out/xdg" && chmod 700 "$out/xdg"
 	XDG_RUNTIME_DIR=$out/xdg XKB_CONFIG_ROOT=$STAGE/xkb LD_LIBRARY_PATH=$STAGE/lib RUST_LOG=${RUST_LOG:-info} \
-		"$STAGE/bin/scanway" run --control "$out/ctl.sock" --guest "g0=$out/g0.sock" "$@" \
+		"$STAGE/bin/scanway" run --backend headless --control "$out/ctl.sock" --guest "g0=$out/g0.sock" "$@" \
 		>"$out/scanway.out" 2>"$out/scanway.err" &
 	local sw=$!
 	for _ in $(seq 100); do [ -S "$out/g0.sock" ] && break; sleep 0.1; done

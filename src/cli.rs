@@ -105,9 +105,13 @@ fn parse_point(s: &str) -> Result<(i32, i32), String> {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Where the compositor shows its output.
-    #[arg(long, value_enum, default_value_t = BackendKind::Headless)]
-    pub backend: BackendKind,
+    /// Where the compositor shows its output (default: winit when DISPLAY or WAYLAND_DISPLAY
+    /// is set, else tty when a DRM device exists, else headless).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// The GPU the tty backend drives (default: the seat's primary GPU).
+    #[arg(long, value_name = "PATH")]
+    pub drm_device: Option<PathBuf>,
     /// Output size in pixels, WxH (headless: the offscreen output; winit: the window).
     #[arg(long, default_value = "1920x1080")]
     pub size: Size,
@@ -119,7 +123,7 @@ pub struct RunArgs {
     /// the VM's QMP socket (QEMU `-display dbus,p2p=yes -qmp unix:PATH,server=on,wait=off`),
     /// windows resize the guest and input reaches it; QEMU's D-Bus display takes a virgl guest
     /// only with `gl=on` (a DRM render node), else give `3d=off`. Repeatable.
-    #[arg(long = "guest", required = true)]
+    #[arg(long = "guest")]
     pub guests: Vec<GuestSpec>,
     /// Offer guests no 3D (virgl), even where virglrenderer works.
     #[arg(long)]
@@ -156,6 +160,25 @@ pub enum BackendKind {
     Headless,
     /// A window in the user's X11 or Wayland desktop.
     Winit,
+    /// The machine's own display: DRM/KMS, GBM, libseat, libinput (run from a VT).
+    Tty,
+}
+
+impl BackendKind {
+    /// The default: winit inside a desktop, tty on a machine with a DRM device, else headless.
+    pub fn auto() -> BackendKind {
+        let desktop = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+        let drm = std::fs::read_dir("/dev/dri")
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("card")))
+            .unwrap_or(false);
+        if desktop {
+            BackendKind::Winit
+        } else if drm {
+            BackendKind::Tty
+        } else {
+            BackendKind::Headless
+        }
+    }
 }
 
 /// A size in pixels, written `WxH`.

@@ -96,13 +96,14 @@ impl XdgShellHandler for State {
 
     fn new_toplevel(&mut self, surface: ToplevelSurface) {
         let window = WindowElement::Wayland(Window::new_wayland_window(surface));
-        self.comp.place_window(window);
+        self.comp.place_window(window.clone());
+        // a new client window gets the keyboard, as on any desktop
+        self.focus(Some(window));
     }
 
     fn toplevel_destroyed(&mut self, surface: ToplevelSurface) {
         if let Some(window) = self.comp.find_wayland_window(surface.wl_surface()) {
-            self.comp.space.unmap_elem(&WindowElement::Wayland(window));
-            self.comp.queue_redraw();
+            self.comp.forget_window(&WindowElement::Wayland(window));
         }
     }
 

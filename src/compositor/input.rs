@@ -11,7 +11,10 @@
 //! the host at the position the guest reports (no read-back).
 
 use smithay::{
-    backend::input::{ButtonState, KeyState},
+    backend::input::{
+        AbsolutePositionEvent, Axis, ButtonState, Event, InputBackend, InputEvent, KeyState, KeyboardKeyEvent,
+        PointerAxisEvent, PointerButtonEvent, PointerMotionEvent,
+    },
     desktop::WindowSurfaceType,
     input::{
         keyboard::{FilterResult, Keycode},
@@ -32,6 +35,8 @@ use super::{
 use crate::control::{InputAction, ScaleMode};
 use crate::scanout::ScanoutWindow;
 
+/// Keysym of Ctrl+Alt+F1 (`XF86Switch_VT_1`); F2..F12 follow.
+const XF86_SWITCH_VT_1: u32 = 0x1008_fe01;
 /// How far the move shortcuts move a window, pixels.
 const MOVE_STEP: i32 = 64;
 /// evdev code of the left button.
@@ -72,6 +77,40 @@ enum KeyRoute {
     Shortcut(Action),
     Guest,
     Swallow,
+    /// Ctrl+Alt+F<n>: switch VTs (tty backend).
+    Vt(i32),
+}
+
+/// Feed one event of a backend's input devices (winit's window, libinput) to the seat.
+pub fn process_input<B: InputBackend>(state: &mut State, event: InputEvent<B>) {
+    match event {
+        InputEvent::Keyboard { event } => {
+            state.keyboard_key(event.key_code(), event.state() == KeyState::Pressed, event.time_msec());
+        }
+        InputEvent::PointerMotion { event } => {
+            let pos = state.comp.pointer_location + event.delta();
+            state.pointer_motion(pos, event.time_msec());
+        }
+        InputEvent::PointerMotionAbsolute { event } => {
+            // over the whole space of outputs
+            let size = state.comp.space_size();
+            let pos = event.position_transformed((size.w, size.h).into());
+            state.pointer_motion(pos, event.time_msec());
+        }
+        InputEvent::PointerButton { event } => {
+            state.pointer_button(event.button_code(), event.state() == ButtonState::Pressed, event.time_msec());
+        }
+        InputEvent::PointerAxis { event } => {
+            // a wheel notch is a press and release of button 4 (up) or 5 (down) for guests
+            let v = event.amount_v120(Axis::Vertical).or_else(|| event.amount(Axis::Vertical)).unwrap_or(0.0);
+            if v != 0.0 {
+                let code = if v < 0.0 { BTN_WHEEL_UP } else { BTN_WHEEL_DOWN };
+                state.pointer_button(code, true, event.time_msec());
+                state.pointer_button(code, false, event.time_msec());
+            }
+        }
+        _ => {}
+    }
 }
 
 impl State {
@@ -87,7 +126,7 @@ impl State {
 
     /// The pointer moved to `pos` (output coordinates, pixels); `time` in milliseconds.
     pub fn pointer_motion(&mut self, pos: Point<f64, Logical>, time: u32) {
-        let output = self.comp.output_size();
+        let output = self.comp.space_size();
         let pos: Point<f64, Logical> =
             (pos.x.clamp(0.0, f64::from(output.w - 1)), pos.y.clamp(0.0, f64::from(output.h - 1))).into();
         self.comp.pointer_location = pos;
@@ -210,6 +249,11 @@ impl State {
                 comp.swallowed.swap_remove(i);
                 return FilterResult::Intercept(KeyRoute::Swallow);
             }
+            let sym = handle.modified_sym().raw();
+            if pressed && (XF86_SWITCH_VT_1..=XF86_SWITCH_VT_1 + 11).contains(&sym) {
+                comp.swallowed.push(evdev);
+                return FilterResult::Intercept(KeyRoute::Vt((sym - XF86_SWITCH_VT_1 + 1) as i32));
+            }
             if pressed
                 && let Some(action) = comp.config.action(mods, handle.modified_sym())
                 && (!comp.grabbed || action == Action::ReleaseGrab)
@@ -229,6 +273,11 @@ impl State {
                     (self.comp.focused.clone(), qnum_from_evdev(evdev))
                 {
                     self.comp.send_to_guest_of(&window, |_| Some(UiRequest::Key { qnum, down: pressed }));
+                }
+            }
+            Some(KeyRoute::Vt(vt)) => {
+                if let super::Backend::Tty(tty) = &mut self.backend {
+                    tty.change_vt(vt);
                 }
             }
             Some(KeyRoute::Swallow) | None => {}

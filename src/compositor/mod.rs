@@ -19,6 +19,7 @@ mod headless;
 pub mod input;
 pub mod layout_view;
 pub mod qemu_ui;
+pub mod tty;
 mod winit;
 
 use std::{
@@ -84,6 +85,7 @@ pub struct State {
 pub enum Backend {
     Headless(Box<headless::Headless>),
     Winit(Box<winit::Winit>),
+    Tty(Box<tty::Tty>),
 }
 
 impl Backend {
@@ -91,6 +93,7 @@ impl Backend {
         match self {
             Backend::Headless(h) => &mut h.renderer,
             Backend::Winit(w) => w.backend.renderer(),
+            Backend::Tty(t) => &mut t.renderer,
         }
     }
 }
@@ -149,27 +152,36 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
     let display_handle = display.handle();
 
     let size = (args.size.width as i32, args.size.height as i32);
-    let backend = match args.backend {
+    let kind = args.backend.unwrap_or_else(BackendKind::auto);
+    info!("backend: {kind:?}");
+    let backend = match kind {
         BackendKind::Headless => Backend::Headless(Box::new(headless::Headless::new(size)?)),
         BackendKind::Winit => Backend::Winit(Box::new(winit::Winit::new(&mut event_loop, size)?)),
+        BackendKind::Tty => Backend::Tty(Box::new(tty::Tty::new(&mut event_loop, args.drm_device.clone())?)),
     };
-    let output_size = match &backend {
-        Backend::Headless(_) => size.into(),
-        Backend::Winit(w) => w.backend.window_size(),
+    let outputs = match &backend {
+        Backend::Tty(t) => t.outputs(),
+        Backend::Headless(_) | Backend::Winit(_) => {
+            let output_size = match &backend {
+                Backend::Winit(w) => w.backend.window_size(),
+                _ => size.into(),
+            };
+            let output = Output::new(
+                "scanway-1".into(),
+                PhysicalProperties {
+                    size: (0, 0).into(),
+                    subpixel: Subpixel::Unknown,
+                    make: "scanway".into(),
+                    model: "virtual".into(),
+                },
+            );
+            let mode = OutputMode { size: output_size, refresh: 60_000 };
+            output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
+            output.set_preferred(mode);
+            vec![output]
+        }
     };
-    let output = Output::new(
-        "scanway-1".into(),
-        PhysicalProperties {
-            size: (0, 0).into(),
-            subpixel: Subpixel::Unknown,
-            make: "scanway".into(),
-            model: "virtual".into(),
-        },
-    );
-    let _global = output.create_global::<State>(&display_handle);
-    let mode = OutputMode { size: output_size, refresh: 60_000 };
-    output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
-    output.set_preferred(mode);
+    let output = outputs[0].clone();
 
     let mut seat_state = SeatState::new();
     let mut seat = seat_state.new_wl_seat(&display_handle, "seat0");
@@ -177,7 +189,13 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
     seat.add_pointer();
 
     let mut space = Space::default();
-    space.map_output(&output, (0, 0));
+    let mut x = 0;
+    for o in &outputs {
+        let _global = o.create_global::<State>(&display_handle);
+        space.map_output(o, (x, 0));
+        o.change_current_state(None, None, None, Some((x, 0).into()));
+        x += o.current_mode().map_or(0, |m| m.size.w);
+    }
     let comp = Comp {
         compositor_state: CompositorState::new::<State>(&display_handle),
         xdg_shell_state: XdgShellState::new::<State>(&display_handle),
@@ -288,6 +306,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
                 match &mut state.backend {
                     Backend::Headless(_) => headless::schedule(state),
                     Backend::Winit(w) => w.backend.window().request_redraw(),
+                    Backend::Tty(_) => tty::schedule(state),
                 }
             }
         })
@@ -380,6 +399,18 @@ impl Comp {
         self.queue_redraw();
     }
 
+    /// The bounding box of every output in the space, pixels (where the pointer may go).
+    pub fn space_size(&self) -> Size<i32, Logical> {
+        let (mut w, mut h) = (0, 0);
+        for o in self.space.outputs() {
+            if let Some(g) = self.space.output_geometry(o) {
+                w = w.max(g.loc.x + g.size.w);
+                h = h.max(g.loc.y + g.size.h);
+            }
+        }
+        (w.max(1), h.max(1)).into()
+    }
+
     /// Output size in pixels.
     pub fn output_size(&self) -> Size<i32, Physical> {
         self.output.current_mode().map_or((0, 0).into(), |m| m.size)
@@ -460,8 +491,7 @@ impl Comp {
         damage_tracker: &mut OutputDamageTracker,
         age: usize,
     ) -> anyhow::Result<bool> {
-        self.upload_scanouts(renderer);
-        self.update_overlays();
+        self.prepare_frame(renderer);
         let result = render_output::<_, WindowRenderElement, _, _>(
             &self.output,
             renderer,
@@ -474,6 +504,19 @@ impl Comp {
             CLEAR_COLOR,
         )
         .map_err(|e| anyhow!("rendering the output: {e:?}"))?;
+        self.finish_frame();
+        Ok(result.damage.is_some())
+    }
+
+    /// Before drawing a frame: upload the guests' flushed pixels, refresh the overlay text.
+    pub fn prepare_frame(&mut self, renderer: &mut GlesRenderer) {
+        self.upload_scanouts(renderer);
+        self.update_overlays();
+    }
+
+    /// After drawing a frame: the redraw state goes idle and the flushes shown end their
+    /// flush-to-present latency.
+    pub fn finish_frame(&mut self) {
         self.redraw = Redraw::Idle;
         self.frames += 1;
         let now = Instant::now();
@@ -482,7 +525,26 @@ impl Comp {
                 window.presented(now);
             }
         }
-        Ok(result.damage.is_some())
+    }
+
+    /// The backend's outputs changed from `before` to `after` (connector hotplug): map the new
+    /// ones to the right of the others, unmap those gone.
+    pub fn set_outputs(&mut self, before: &[Output], after: &[Output]) {
+        for o in before.iter().filter(|o| !after.contains(o)) {
+            self.space.unmap_output(o);
+        }
+        let mut x = 0;
+        for o in after {
+            if !before.contains(o) {
+                let _global = o.create_global::<State>(&self.display_handle);
+            }
+            self.space.map_output(o, (x, 0));
+            o.change_current_state(None, None, None, Some((x, 0).into()));
+            x += o.current_mode().map_or(0, |m| m.size.w);
+        }
+        if let Some(first) = after.first() {
+            self.output = first.clone();
+        }
     }
 
     /// Open or close the layout view of guest `index`.

@@ -3,12 +3,8 @@
 use anyhow::anyhow;
 use smithay::{
     backend::{
-        input::{
-            AbsolutePositionEvent, Axis, ButtonState, Event, InputEvent, KeyState, KeyboardKeyEvent, PointerAxisEvent,
-            PointerButtonEvent,
-        },
         renderer::{damage::OutputDamageTracker, gles::GlesRenderer},
-        winit::{self, WinitEvent, WinitGraphicsBackend, WinitInput},
+        winit::{self, WinitEvent, WinitGraphicsBackend},
     },
     output::Mode as OutputMode,
     reexports::{
@@ -56,37 +52,11 @@ impl Winit {
                     }
                 }
                 WinitEvent::CloseRequested => state.comp.loop_signal.stop(),
-                WinitEvent::Input(event) => input(state, event),
+                WinitEvent::Input(event) => super::input::process_input(state, event),
                 _ => {}
             })
             .map_err(|e| anyhow!("winit event source: {e}"))?;
         Ok(Winit { backend, damage_tracker: None })
-    }
-}
-
-/// The nested window's keyboard and pointer drive the seat.
-fn input(state: &mut State, event: InputEvent<WinitInput>) {
-    match event {
-        InputEvent::Keyboard { event } => {
-            state.keyboard_key(event.key_code(), event.state() == KeyState::Pressed, event.time_msec());
-        }
-        InputEvent::PointerMotionAbsolute { event } => {
-            let size = state.comp.output_size();
-            let pos = event.position_transformed((size.w, size.h).into());
-            state.pointer_motion(pos, event.time_msec());
-        }
-        InputEvent::PointerButton { event } => {
-            state.pointer_button(event.button_code(), event.state() == ButtonState::Pressed, event.time_msec());
-        }
-        InputEvent::PointerAxis { event } => {
-            // a wheel notch is a press and release of button 4 (up) or 5 (down) for guests
-            if let Some(v) = event.amount_v120(Axis::Vertical).filter(|v| *v != 0.0) {
-                let code = if v < 0.0 { super::input::BTN_WHEEL_UP } else { super::input::BTN_WHEEL_DOWN };
-                state.pointer_button(code, true, event.time_msec());
-                state.pointer_button(code, false, event.time_msec());
-            }
-        }
-        _ => {}
     }
 }
 

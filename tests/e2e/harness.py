@@ -235,14 +235,18 @@ class Guest:
 
     def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
                  force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None,
-                 dbus=False):
+                 dbus=False, builtin=None, qemu_args=()):
         self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
-        self.name = Path(socket).stem  # the backend's name for this guest
+        self.name = Path(socket).stem if socket else tag  # the backend's name for this guest
         self.workdir = ctx.dir / tag
         self.qmp = ctx.qmp(tag)
         self.serial = self.workdir / "serial.log"
-        argv = [RUN_GUEST, "--socket", socket, "--test", test, "--out", GUEST_OUT,
+        argv = [RUN_GUEST, "--test", test, "--out", GUEST_OUT,
                 "--workdir", self.workdir, "--qmp", self.qmp, "--timeout", str(int(timeout)), "--quiet"]
+        # no socket: QEMU's own device `builtin` (virtio-gpu-pci: a KMS device in the guest)
+        argv += ["--builtin", builtin] if builtin else ["--socket", socket]
+        for a in qemu_args:
+            argv += ["--qemu-arg", a]
         if hold is not None:
             argv += ["--hold", str(hold)]
         if mode:
@@ -414,7 +418,7 @@ class Ctx:
     def guest(self, tag, sock_name, test, **kw):
         # run-guest.sh's own timeout is only a backstop behind the case's
         kw.setdefault("timeout", self.deadline.left() + 30)
-        g = Guest(self, tag, self.sock(sock_name), test, **kw).start()
+        g = Guest(self, tag, self.sock(sock_name) if sock_name else None, test, **kw).start()
         self.guests.append(g)
         return g
 
