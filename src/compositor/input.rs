@@ -241,6 +241,7 @@ impl State {
     pub fn keyboard_key(&mut self, keycode: Keycode, pressed: bool, time: u32) {
         let Some(keyboard) = self.comp.seat.get_keyboard() else { return };
         let evdev = keycode.raw().saturating_sub(8);
+        tracing::debug!(evdev, pressed, focused = ?self.comp.focused, "key");
         let state = if pressed { KeyState::Pressed } else { KeyState::Released };
         let serial = SERIAL_COUNTER.next_serial();
         let route = keyboard.input::<KeyRoute, _>(self, keycode, state, serial, time, |state, mods, handle| {

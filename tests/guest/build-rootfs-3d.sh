@@ -23,7 +23,7 @@ mkdir -p "$CACHE"
 
 . /etc/os-release
 CODENAME=$VERSION_CODENAME
-PKGS=kmscube,glmark2-es2-drm,libgl1-mesa-dri,libegl-mesa0,libgbm1,libegl1,libgles2,mesa-utils-bin,kmod
+PKGS=kmscube,glmark2-es2-drm,libgl1-mesa-dri,libegl-mesa0,libgbm1,libegl1,libgles2,mesa-utils-bin,kmod,weston,wev,udev,libseat1,libinput10,libvirglrenderer1,xkb-data,libxkbcommon0
 
 # The archive address comes from the system's own apt sources (never hard-coded).
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
