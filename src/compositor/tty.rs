@@ -1,7 +1,8 @@
 //! The TTY backend: scanway as the only compositor of a machine, on DRM/KMS.
 //!
-//! - Session: libseat (`LIBSEAT_BACKEND=builtin` runs its built-in seatd as root, else seatd
-//!   or logind), which opens the DRM and input devices and switches VTs (Ctrl+Alt+F1..F12).
+//! - Session: libseat (as root its built-in seatd, unless `LIBSEAT_BACKEND` says otherwise;
+//!   else seatd or logind), which opens the DRM and input devices and switches VTs
+//!   (Ctrl+Alt+F1..F12).
 //! - GPU: `--drm-device`, else udev's primary GPU of the seat, else its first card. One output
 //!   per connected connector with its preferred mode, side by side; the first is the primary.
 //! - Rendering: GBM buffers with EGL (the same GLES renderer and share group as the other
@@ -74,6 +75,12 @@ impl Tty {
     /// Open the session, the GPU (`drm_device`, else the seat's primary) and its connected
     /// connectors, and poll DRM, libinput, udev and the session on `event_loop`.
     pub fn new(event_loop: &mut EventLoop<'static, State>, drm_device: Option<PathBuf>) -> anyhow::Result<Tty> {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 && std::env::var_os("LIBSEAT_BACKEND").is_none() {
+            // As root, libseat's built-in seatd needs no seatd or logind running.
+            // SAFETY: called while starting up, before scanway starts any other thread.
+            unsafe { std::env::set_var("LIBSEAT_BACKEND", "builtin") };
+        }
         let (mut session, notifier) = LibSeatSession::new().map_err(|e| anyhow!("libseat session: {e}"))?;
         let seat = session.seat();
         let path = match drm_device {
