@@ -267,10 +267,18 @@ pub fn format_list(reply: &Value) -> String {
     for g in array(reply, "guests") {
         let state = if g.get("connected") == Some(&Value::Bool(true)) { "connected" } else { "waiting" };
         out += &format!("guest {} ({state}) on {}\n", str_of(g, "name"), str_of(g, "socket"));
+        match g.get("ui") {
+            Some(Value::Object(ui)) if ui.contains_key("linked") => out += "  VMM UI: linked (resize, input)\n",
+            Some(Value::Object(ui)) => {
+                out += &format!("  VMM UI: failed: {}\n", ui.get("failed").and_then(Value::as_str).unwrap_or("?"))
+            }
+            Some(Value::String(s)) if s != "none" => out += &format!("  VMM UI: {s}\n"),
+            _ => {}
+        }
         for s in array(g, "scanouts") {
             if s.get("enabled") == Some(&Value::Bool(true)) {
                 out += &format!(
-                    "  scanout {}: {}x{} {} resource {} flushes {} uploads {} ({})\n",
+                    "  scanout {}: {}x{} {} resource {} flushes {} uploads {} ({})",
                     u64_of(s, "id"),
                     u64_of(s, "width"),
                     u64_of(s, "height"),
@@ -280,6 +288,18 @@ pub fn format_list(reply: &Value) -> String {
                     u64_of(s, "uploads"),
                     str_of(s, "path"),
                 );
+                if let Some(w) = s.get("window").filter(|w| w.is_object()) {
+                    out += &format!(
+                        ", window {}x{} at {},{} ({}{})",
+                        u64_of(w, "width"),
+                        u64_of(w, "height"),
+                        i64_of(w, "x"),
+                        i64_of(w, "y"),
+                        s.get("scale").and_then(Value::as_str).unwrap_or("resize-guest"),
+                        if s.get("fullscreen") == Some(&Value::Bool(true)) { ", fullscreen" } else { "" },
+                    );
+                }
+                out.push('\n');
             } else {
                 out += &format!("  scanout {}: disabled\n", u64_of(s, "id"));
             }
@@ -449,6 +469,7 @@ mod tests {
         });
         let list = format_list(&reply);
         assert!(list.contains("scanout 0: 1280x800 B8G8R8X8_UNORM resource 3 flushes 7"), "{list}");
+        assert!(list.contains("window 1280x800 at 10,20 (resize-guest)"), "{list}");
         assert!(list.contains("scanout 1: disabled"));
         let svg = layout_svg(&reply);
         assert!(svg.starts_with("<svg") && svg.contains("scanout 0: 1280x800+0+0"), "{svg}");
