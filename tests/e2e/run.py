@@ -979,6 +979,9 @@ def case_tty(ctx):
     if why:
         raise CaseFailure(f"the VM's display does not show scanway with the client: {why} (see {path.name})")
     details = [f"{w}x{h} KMS output shows weston-simple-shm at 0,0 over scanway's background"]
+    m = re.search(r"^GUEST-TTY-FRAMES .*fps=([0-9.]+)", g.serial_text(), re.M)
+    if m:
+        details.append(f"{m.group(1)} page flips/s with the client animating")
     q = H.QMP(str(g.qmp))
     try:
         q.cmd("send-key", keys=[{"type": "qcode", "data": "a"}])
