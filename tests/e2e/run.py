@@ -960,35 +960,58 @@ def case_tty(ctx):
                              "-device", "virtio-blk-pci,drive=swdisk,addr=0x1e"])
     line = g.wait(r"^GUEST-TTY-READY.*$", ctx.deadline.left(BOOT + 150), "GUEST-TTY-READY").group(0).strip()
     ctx.log(f"vm: {line}")
-    path = ctx.dir / "screendump.png"
-    why = "no screendump"
-    for _ in range(10):
-        g.screendump(0, path)
-        w, h, px = H.read_png_rgb(path)
+    def send_keys(*keys):
+        q = H.QMP(str(g.qmp))
+        try:
+            q.cmd("send-key", keys=[{"type": "qcode", "data": k} for k in keys])
+        finally:
+            q.sock.close()
 
-        def at(x, y):
-            return tuple(px[(y * w + x) * 3:(y * w + x) * 3 + 3])
-        inside = [(x, y) for y in range(0, SIMPLE_SHM, 5) for x in range(0, SIMPLE_SHM, 5)]
-        painted = sum(1 for x, y in inside if at(x, y) != BACKGROUND)
-        corner = at(w - 5, h - 5)
-        if painted >= 0.99 * len(inside) and corner == BACKGROUND:
-            why = None
-            break
-        why = f"{painted}/{len(inside)} client pixels painted, corner {corner} (background {BACKGROUND})"
-        time.sleep(1.0)
+    def shows_scanway(name, tries=10):
+        """The VM's display shows scanway's output with the client; returns (w, h, why)."""
+        path = ctx.dir / f"{name}.png"
+        why = "no screendump"
+        for _ in range(tries):
+            g.screendump(0, path)
+            w, h, px = H.read_png_rgb(path)
+
+            def at(x, y):
+                return tuple(px[(y * w + x) * 3:(y * w + x) * 3 + 3])
+            inside = [(x, y) for y in range(0, SIMPLE_SHM, 5) for x in range(0, SIMPLE_SHM, 5)]
+            painted = sum(1 for x, y in inside if at(x, y) != BACKGROUND)
+            corner = at(w - 5, h - 5)
+            if painted >= 0.99 * len(inside) and corner == BACKGROUND:
+                return w, h, None
+            why = f"{painted}/{len(inside)} client pixels painted, corner {corner} (background {BACKGROUND})"
+            time.sleep(1.0)
+        return w, h, f"{why} (see {path.name})"
+
+    w, h, why = shows_scanway("screendump")
     if why:
-        raise CaseFailure(f"the VM's display does not show scanway with the client: {why} (see {path.name})")
+        raise CaseFailure(f"the VM's display does not show scanway with the client: {why}")
     details = [f"{w}x{h} KMS output shows weston-simple-shm at 0,0 over scanway's background"]
     m = re.search(r"^GUEST-TTY-FRAMES .*fps=([0-9.]+)", g.serial_text(), re.M)
     if m:
         details.append(f"{m.group(1)} page flips/s with the client animating")
-    q = H.QMP(str(g.qmp))
-    try:
-        q.cmd("send-key", keys=[{"type": "qcode", "data": "a"}])
-    finally:
-        q.sock.close()
+    send_keys("a")
     g.wait(r"^GUEST-WEV .*sym: a\b", ctx.deadline.left(30), "wev reporting the key")
     details.append("QMP send-key a reached wev through libinput")
+
+    # VT switching: Ctrl+Alt+F2 through libinput makes scanway switch VTs (its session pauses,
+    # the text console shows); Ctrl+Alt+F1, handled by the kernel's console there, switches
+    # back, the session resumes and scanway's output is back.
+    send_keys("ctrl", "alt", "f2")
+    g.wait(r"^GUEST-SCANWAY .*session paused", ctx.deadline.left(30), "scanway's session pausing on Ctrl+Alt+F2")
+    time.sleep(1.0)
+    _, _, why = shows_scanway("vt2", tries=1)
+    if not why:
+        raise CaseFailure("the VM still shows scanway after Ctrl+Alt+F2")
+    send_keys("ctrl", "alt", "f1")
+    g.wait(r"^GUEST-SCANWAY .*session active again", ctx.deadline.left(30), "scanway's session resuming")
+    _, _, why = shows_scanway("vt1")
+    if why:
+        raise CaseFailure(f"scanway's output did not come back on VT 1: {why}")
+    details.append("Ctrl+Alt+F2 left scanway's VT, Ctrl+Alt+F1 brought its output back")
     ctx.log(g.serial_text()[-3000:])
     g.quit()
     return ", ".join(details)
