@@ -955,7 +955,7 @@ def case_tty(ctx):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise CaseFailure(f"mke2fs: {r.stdout.strip()[-200:]}")
-    g = ctx.guest("vm", None, "tty", rootfs=rootfs, mem="1G", builtin="virtio-gpu-pci",
+    g = ctx.guest("vm", None, "tty", rootfs=rootfs, mem="1G", builtin="virtio-gpu-pci", outputs=2, force_heads=False,
                   qemu_args=["-drive", f"file={disk},if=none,id=swdisk,format=raw,readonly=on",
                              "-device", "virtio-blk-pci,drive=swdisk,addr=0x1e"])
     line = g.wait(r"^GUEST-TTY-READY.*$", ctx.deadline.left(BOOT + 150), "GUEST-TTY-READY").group(0).strip()
@@ -990,6 +990,19 @@ def case_tty(ctx):
     if why:
         raise CaseFailure(f"the VM's display does not show scanway with the client: {why}")
     details = [f"{w}x{h} KMS output shows weston-simple-shm at 0,0 over scanway's background"]
+    # the second head, forced on inside the guest after scanway started: udev reports the
+    # change, scanway adds an output there (to the right of the first; no window: background)
+    m = re.search(r"^GUEST-TTY-HOTPLUG (.*)$", g.serial_text(), re.M)
+    if not m or "output Virtual-2" not in m.group(1):
+        raise CaseFailure(f"no second output after the connector hotplug: {m.group(0) if m else 'no line'}")
+    path = ctx.dir / "screendump-head1.png"
+    g.screendump(1, path)
+    w1, h1, px = H.read_png_rgb(path)
+    samples = [tuple(px[(y * w1 + x) * 3:(y * w1 + x) * 3 + 3]) for y in range(10, h1, h1 // 7) for x in range(10, w1, w1 // 7)]
+    # the clear colour 0.10, 0.12, 0.16 rounds either way
+    if any(max(abs(a - b_) for a, b_ in zip(c, BACKGROUND)) > 1 for c in samples):
+        raise CaseFailure(f"head 1 ({w1}x{h1}) does not show scanway's background: {set(samples)}")
+    details.append(f"hotplugged head 1 driven as a second output ({m.group(1).split(': ')[1].strip()})")
     m = re.search(r"^GUEST-TTY-FRAMES .*fps=([0-9.]+)", g.serial_text(), re.M)
     if m:
         details.append(f"{m.group(1)} page flips/s with the client animating")
