@@ -2,7 +2,9 @@
 //! or `scanway input`), focus, shortcuts, moving, resizing and fullscreen.
 //!
 //! Routing: a pointer button press focuses and raises the window under the pointer (a press
-//! on a guest window's title bar, or anywhere with Super held, starts moving it). Keys go to
+//! on a guest window's title bar, or anywhere with Super held, starts moving it; the right
+//! button with Super held, or the left one on the window's bottom-right corner, resizes it: the
+//! window follows the pointer and a guest is asked for the new size once, on release). Keys go to
 //! the focused window: a Wayland client through `wl_keyboard`, a guest through QEMU's D-Bus
 //! display ([`super::qemu_ui`]), except the shortcuts of [`super::config`]. While a guest
 //! holds the keyboard grab (the `release-grab` shortcut, Ctrl+Alt+G by default, toggles it)
@@ -46,16 +48,31 @@ const BTN_LEFT: u32 = 0x110;
 pub const BTN_WHEEL_UP: u32 = 0x151;
 pub const BTN_WHEEL_DOWN: u32 = 0x150;
 
-/// A window being moved with the pointer: the element and the pointer's offset from its location.
-pub struct MoveGrab {
-    element: WindowElement,
-    offset: Point<f64, Logical>,
+/// A window following the pointer.
+pub enum PointerGrab {
+    /// Being moved: the pointer's offset from the window's location.
+    Move { element: WindowElement, offset: Point<f64, Logical> },
+    /// Being resized: where the pointer was and the window's content size then.
+    Resize { element: WindowElement, start: Point<f64, Logical>, size: Size<i32, Logical> },
 }
 
-impl MoveGrab {
-    /// Whether `element` is the window being moved.
+/// How close to a guest window's bottom-right corner a left press resizes it, pixels.
+const CORNER: f64 = 16.0;
+/// evdev code of the right button.
+const BTN_RIGHT: u32 = 0x111;
+
+impl PointerGrab {
+    /// Whether `element` is the window being moved or resized.
     pub fn element_is(&self, element: &WindowElement) -> bool {
-        &self.element == element
+        match self {
+            PointerGrab::Move { element: e, .. } | PointerGrab::Resize { element: e, .. } => e == element,
+        }
+    }
+
+    /// The content size a resize grab gives its window with the pointer at `pos`.
+    fn resized(start: Point<f64, Logical>, size: Size<i32, Logical>, pos: Point<f64, Logical>) -> Size<i32, Logical> {
+        let d = pos - start;
+        ((f64::from(size.w) + d.x).round().max(64.0) as i32, (f64::from(size.h) + d.y).round().max(48.0) as i32).into()
     }
 }
 
@@ -130,12 +147,23 @@ impl State {
         let pos: Point<f64, Logical> =
             (pos.x.clamp(0.0, f64::from(output.w - 1)), pos.y.clamp(0.0, f64::from(output.h - 1))).into();
         self.comp.pointer_location = pos;
-        if let Some(grab) = &self.comp.moving {
-            let location = (pos - grab.offset).to_i32_round();
-            let element = grab.element.clone();
-            self.comp.space.map_element(element, location, false);
-            self.comp.queue_redraw();
-            return;
+        match &self.comp.grab {
+            Some(PointerGrab::Move { element, offset }) => {
+                let location = (pos - *offset).to_i32_round();
+                self.comp.space.map_element(element.clone(), location, false);
+                self.comp.queue_redraw();
+                return;
+            }
+            Some(PointerGrab::Resize { element, start, size }) => {
+                // the window follows at once (scaled to fit); the guest is asked on release
+                if let WindowElement::Scanout(window) = element {
+                    window.set_frame(Some(PointerGrab::resized(*start, *size, pos)));
+                    let element = element.clone();
+                    self.comp.remap(&element);
+                }
+                return;
+            }
+            None => {}
         }
         let under = self.comp.space.element_under(pos).map(|(e, loc)| (e.clone(), loc));
         let focus = match &under {
@@ -174,7 +202,10 @@ impl State {
     /// A pointer button (evdev code, `BTN_LEFT` ...) was pressed or released.
     pub fn pointer_button(&mut self, code: u32, pressed: bool, time: u32) {
         let pos = self.comp.pointer_location;
-        if !pressed && self.comp.moving.take().is_some() {
+        if !pressed && let Some(grab) = self.comp.grab.take() {
+            if let PointerGrab::Resize { element, start, size } = grab {
+                self.comp.resize_window(&element, PointerGrab::resized(start, size, pos));
+            }
             return;
         }
         let under = self.comp.space.element_under(pos).map(|(e, loc)| (e.clone(), loc));
@@ -184,9 +215,20 @@ impl State {
                 let decorated = matches!(element, WindowElement::Scanout(_) | WindowElement::Layout(_));
                 let on_title_bar = decorated && pos.y < f64::from(loc.y);
                 let super_held = self.comp.seat.get_keyboard().is_some_and(|k| k.modifier_state().logo);
+                let geometry = smithay::desktop::space::SpaceElement::geometry(element);
+                let corner = loc.to_f64() + geometry.size.to_f64().to_point();
+                let on_corner = matches!(element, WindowElement::Scanout(_))
+                    && (corner.x - pos.x) < CORNER
+                    && (corner.y - pos.y) < CORNER;
+                if (code == BTN_RIGHT && super_held) || (code == BTN_LEFT && on_corner && !on_title_bar) {
+                    let size = geometry.size;
+                    self.comp.grab = Some(PointerGrab::Resize { element: element.clone(), start: pos, size });
+                    return;
+                }
                 if code == BTN_LEFT && (on_title_bar || super_held) {
                     let location = self.comp.space.element_location(element).unwrap_or_default();
-                    self.comp.moving = Some(MoveGrab { element: element.clone(), offset: pos - location.to_f64() });
+                    let offset = pos - location.to_f64();
+                    self.comp.grab = Some(PointerGrab::Move { element: element.clone(), offset });
                     return;
                 }
             }
@@ -502,7 +544,7 @@ impl Comp {
     }
 
     /// Re-read `element`'s geometry where it is.
-    fn remap(&mut self, element: &WindowElement) {
+    pub fn remap(&mut self, element: &WindowElement) {
         if let Some(loc) = self.space.element_location(element) {
             self.space.map_element(element.clone(), loc, false);
         }

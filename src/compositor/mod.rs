@@ -135,8 +135,8 @@ pub struct Comp {
     pub swallowed: Vec<u32>,
     /// Pointer position on the output, pixels.
     pub pointer_location: Point<f64, Logical>,
-    /// A window following the pointer.
-    pub moving: Option<input::MoveGrab>,
+    /// A window following the pointer (moved or resized).
+    pub grab: Option<input::PointerGrab>,
     /// The fullscreen window and where it was before.
     pub fullscreen: Option<input::Restore>,
     /// The statistics overlay is shown on guest windows.
@@ -220,7 +220,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         grabbed: false,
         swallowed: Vec::new(),
         pointer_location: (0.0, 0.0).into(),
-        moving: None,
+        grab: None,
         fullscreen: None,
         overlay: false,
     };
@@ -383,7 +383,7 @@ impl Comp {
         self.forget_window(&element);
     }
 
-    /// Remove `element` from the space, focus, fullscreen and moving state.
+    /// Remove `element` from the space, focus, fullscreen and pointer grab state.
     pub fn forget_window(&mut self, element: &WindowElement) {
         self.space.unmap_elem(element);
         if self.focused.as_ref() == Some(element) {
@@ -393,8 +393,8 @@ impl Comp {
         if self.fullscreen.as_ref().is_some_and(|r| r.element_is(element)) {
             self.fullscreen = None;
         }
-        if self.moving.as_ref().is_some_and(|m| m.element_is(element)) {
-            self.moving = None;
+        if self.grab.as_ref().is_some_and(|g| g.element_is(element)) {
+            self.grab = None;
         }
         self.queue_redraw();
     }

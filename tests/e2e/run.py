@@ -494,16 +494,29 @@ def case_resize(ctx):
         if f"{window.get('width')}x{window.get('height')}" != size:
             raise CaseFailure(f"g0's window is {window}, asked for {size}")
         details.append(f"{size}: guest switched, window and scanout exact")
+    # the pointer: a left drag from the window's bottom-right corner resizes it; the guest is
+    # asked once, on release
+    win = scanout_info(b.list(), "g0", 0)["window"]
+    cx, cy = win["x"] + win["width"] - 4, win["y"] + win["height"] - 4
+    b.ctl("input", f"move:{cx},{cy}", "press:left", f"move:{cx - 160},{cy - 90}", f"move:{cx - 320},{cy - 180}",
+          "release:left")
+    g.wait(r"^GUEST-MODE 1280x720\b", ctx.deadline.left(30), "GUEST-MODE 1280x720 after the corner drag")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p, g), ctx.dir / "scanout-drag.png",
+                      size="1280x720", attempts=5)
+    modes = re.findall(r"^GUEST-MODE (\d+x\d+)", g.serial_text(), re.M)
+    if modes.count("1280x720") != 1 or modes[-1] != "1280x720":
+        raise CaseFailure(f"the drag asked the guest more than once or not last: {modes}")
+    details.append("corner drag to 1280x720: one guest mode change, exact")
     # fit: the window changes, the guest does not
     b.ctl("window", "--guest", "g0", "--scale", "fit", "--size", "800x450")
     time.sleep(2.0)
     modes = re.findall(r"^GUEST-MODE (\d+x\d+)", g.serial_text(), re.M)
-    if modes[-1] != "1600x900":
+    if modes[-1] != "1280x720":
         raise CaseFailure(f"fit mode resized the guest: {modes}")
     s = scanout_info(b.list("fit"), "g0", 0)
-    if (s.get("window") or {}).get("width") != 800 or s.get("scale") != "fit" or s.get("width") != 1600:
+    if (s.get("window") or {}).get("width") != 800 or s.get("scale") != "fit" or s.get("width") != 1280:
         raise CaseFailure(f"fit mode: scanout {s}")
-    details.append("fit: window 800x450, guest stays 1600x900")
+    details.append("fit: window 800x450, guest stays 1280x720")
     ctx.finish(b, g)
     return ", ".join(details)
 
