@@ -256,6 +256,10 @@ impl State {
         let comp = &mut self.comp;
         if comp.focused != element {
             comp.grabbed = false;
+            // keys still held go up in the guest that had them, or they would repeat there
+            for (window, qnum) in std::mem::take(&mut comp.guest_keys_down) {
+                comp.send_to_guest_of(&window, |_| Some(UiRequest::Key { qnum, down: false }));
+            }
         }
         for e in comp.space.elements() {
             let focused = Some(e) == element.as_ref();
@@ -316,6 +320,11 @@ impl State {
                     (self.comp.focused.clone(), qnum_from_evdev(evdev))
                 {
                     self.comp.send_to_guest_of(&window, |_| Some(UiRequest::Key { qnum, down: pressed }));
+                    let down = &mut self.comp.guest_keys_down;
+                    down.retain(|(w, q)| !(w == &window && *q == qnum));
+                    if pressed {
+                        down.push((window, qnum));
+                    }
                 }
             }
             Some(KeyRoute::Vt(vt)) => {

@@ -133,6 +133,9 @@ pub struct Comp {
     pub grabbed: bool,
     /// Keys whose press was a shortcut: their release is swallowed too (evdev codes).
     pub swallowed: Vec<u32>,
+    /// Keys pressed in a guest and not yet released there (QEMU key numbers): released when
+    /// focus moves away.
+    pub guest_keys_down: Vec<(ScanoutWindow, u32)>,
     /// Pointer position on the output, pixels.
     pub pointer_location: Point<f64, Logical>,
     /// A window following the pointer (moved or resized).
@@ -219,6 +222,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         focused: None,
         grabbed: false,
         swallowed: Vec::new(),
+        guest_keys_down: Vec::new(),
         pointer_location: (0.0, 0.0).into(),
         grab: None,
         fullscreen: None,
