@@ -579,10 +579,9 @@ def case_input(ctx):
     if any(e[1] == 44 for e in input_events(g, "QEMU Virtio Keyboard")):
         raise CaseFailure("a key reached g0 after focus left its window")
     details.append("a held key released and no keys after focus left")
-    # Ctrl+Alt+Delete: Linux's keyboard handler reboots at once (the default "Boot" binding), so
-    # the test program may not print all three keys before the kernel's reboot line
+    # Ctrl+Alt+Delete: Linux's keyboard handler reboots at once (the default "Boot" binding),
+    # often before the test program prints the keys: the kernel's reboot line is the proof
     b.ctl("send-keys", "--guest", "g0", "ctrl+alt+delete")
-    wait_events(ctx, g, "QEMU Virtio Keyboard", [(1, 29, 1)], "Ctrl+Alt+Delete")
     g.wait(r"reboot: Restarting system", ctx.deadline.left(20), "the guest's Ctrl+Alt+Delete reboot")
     details.append("send-keys Ctrl+Alt+Delete rebooted the guest")
     ctx.log(f"tablet events {tablet[:8]}, keyboard events {keys[:12]}")
