@@ -157,29 +157,26 @@ impl DecorationState {
             }
         }
         if self.decorated {
-            let bg = rgba8(self.color, self.focused);
+            let color = bar_color(self.color, self.focused);
             let at = Point::from((content.x + 4, content.y - TITLE_HEIGHT));
-            let fg = text_color_on([f32::from(bg[0]) / 255.0, f32::from(bg[1]) / 255.0, f32::from(bg[2]) / 255.0, 1.0]);
-            if let Some(e) = self.title.element(renderer, title, fg, bg, at) {
+            if let Some(e) = self.title.element(renderer, title, text_color_on(color), rgba8(color), at) {
                 under.push(DecorationElement::Text(e));
             }
-            under.push(DecorationElement::Bar(title_bar(&self.bar_id, content, width, self.color, self.focused)));
+            under.push(DecorationElement::Bar(title_bar(&self.bar_id, content, width, color)));
         }
         (over, under)
     }
 }
 
-/// The title bar's background: `color`, dimmed unless `focused`, over `width` pixels above the
-/// content whose top-left corner is `content`.
-pub fn title_bar(
-    id: &Id,
-    content: Point<i32, Physical>,
-    width: i32,
-    color: [f32; 4],
-    focused: bool,
-) -> SolidColorRenderElement {
+/// A title bar's colour: the guest's `color`, dimmed unless the window is `focused`.
+pub fn bar_color(color: [f32; 4], focused: bool) -> [f32; 4] {
     let k = if focused { 1.0 } else { 0.55 };
-    let color = [color[0] * k, color[1] * k, color[2] * k, 1.0];
+    [color[0] * k, color[1] * k, color[2] * k, 1.0]
+}
+
+/// The title bar's background in `color`, `width` pixels wide above the content whose top-left
+/// corner is `content`.
+pub fn title_bar(id: &Id, content: Point<i32, Physical>, width: i32, color: [f32; 4]) -> SolidColorRenderElement {
     let geometry = Rectangle::new((content.x, content.y - TITLE_HEIGHT).into(), (width, TITLE_HEIGHT).into());
     SolidColorRenderElement::new(id.clone(), geometry, CommitCounter::default(), color, Kind::Unspecified)
 }
@@ -190,11 +187,9 @@ pub fn text_color_on(color: [f32; 4]) -> [u8; 4] {
     if luma > 0.5 { [0, 0, 0, 255] } else { [255, 255, 255, 255] }
 }
 
-/// `color` as RGBA8 (dimmed like [`title_bar`] unless `focused`).
-pub fn rgba8(color: [f32; 4], focused: bool) -> [u8; 4] {
-    let k = if focused { 1.0 } else { 0.55 };
-    let c = |v: f32| (v * k * 255.0).round().clamp(0.0, 255.0) as u8;
-    [c(color[0]), c(color[1]), c(color[2]), 255]
+/// `color` as RGBA8.
+pub fn rgba8(color: [f32; 4]) -> [u8; 4] {
+    color.map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! holds the keyboard grab (the `release-grab` shortcut, Ctrl+Alt+G by default, toggles it)
 //! every key but that one goes to the guest. Pointer motion over a guest window moves the
 //! guest's absolute pointer to the guest pixel under it; the guest's cursor image is drawn by
-//! the host at the position the guest reports (no read-back).
+//! the host, at the host pointer while that is over the window (no guest round trip), else
+//! where the guest put it (no read-back either way).
 
 use smithay::{
     backend::input::{
@@ -43,6 +44,10 @@ const XF86_SWITCH_VT_1: u32 = 0x1008_fe01;
 const MOVE_STEP: i32 = 64;
 /// evdev code of the left button.
 const BTN_LEFT: u32 = 0x110;
+/// evdev code of the right button.
+const BTN_RIGHT: u32 = 0x111;
+/// How close to a guest window's bottom-right corner a left press resizes it, pixels.
+const CORNER: f64 = 16.0;
 /// Pseudo button codes for a wheel notch (evdev has none; these are `BTN_GEAR_UP/DOWN`,
 /// which no pointer sends), mapped to QEMU's wheel buttons for guests.
 pub const BTN_WHEEL_UP: u32 = 0x151;
@@ -55,11 +60,6 @@ pub enum PointerGrab {
     /// Being resized: where the pointer was and the window's content size then.
     Resize { element: WindowElement, start: Point<f64, Logical>, size: Size<i32, Logical> },
 }
-
-/// How close to a guest window's bottom-right corner a left press resizes it, pixels.
-const CORNER: f64 = 16.0;
-/// evdev code of the right button.
-const BTN_RIGHT: u32 = 0x111;
 
 impl PointerGrab {
     /// Whether `element` is the window being moved or resized.
@@ -76,18 +76,18 @@ impl PointerGrab {
     }
 }
 
-impl Restore {
-    /// Whether `element` is the fullscreen window.
-    pub fn element_is(&self, element: &WindowElement) -> bool {
-        &self.element == element
-    }
-}
-
 /// A window's place before it went fullscreen.
 pub struct Restore {
     element: WindowElement,
     location: Point<i32, Logical>,
     frame: Option<Size<i32, Logical>>,
+}
+
+impl Restore {
+    /// Whether `element` is the fullscreen window.
+    pub fn element_is(&self, element: &WindowElement) -> bool {
+        &self.element == element
+    }
 }
 
 enum KeyRoute {
@@ -397,15 +397,13 @@ impl State {
                 }
             }
             Action::LayoutView => {
-                let guest = match &focused {
-                    Some(WindowElement::Scanout(w)) => self.comp.guest_of(w).map(|(i, _)| i),
-                    Some(WindowElement::Layout(l)) => self.comp.guests.iter().position(|g| g.name == l.guest()),
+                let name = match &focused {
+                    Some(WindowElement::Scanout(w)) => Some(w.ids().0),
+                    Some(WindowElement::Layout(l)) => Some(l.guest()),
                     _ => None,
                 };
-                if let Some(index) = guest {
-                    let name = self.comp.guests[index].name.clone();
-                    let open =
-                        self.comp.space.elements().any(|e| matches!(e, WindowElement::Layout(l) if l.guest() == name));
+                if let Some((name, index)) = name.and_then(|n| self.comp.guest_index(&n).map(|i| (n, i))) {
+                    let open = self.comp.layout_view_of(&name).is_some();
                     self.comp.set_layout_view(index, !open);
                 }
             }
@@ -418,7 +416,7 @@ impl Comp {
     /// The guest index and scanout of a scanout window.
     pub fn guest_of(&self, window: &ScanoutWindow) -> Option<(usize, u32)> {
         let (name, scanout) = window.ids();
-        self.guests.iter().position(|g| g.name == name).map(|i| (i, scanout))
+        self.guest_index(&name).map(|i| (i, scanout))
     }
 
     /// Send what `make(head)` returns to the VMM UI of `window`'s guest, if linked.

@@ -17,7 +17,7 @@ use smithay::{
 };
 
 use super::decoration::{DecorationElement, DecorationState, TextTexture};
-use crate::scanout::ScanoutWindow;
+use crate::scanout::{ScanoutWindow, guest_layout};
 
 /// Widest the view gets, pixels (the layout is scaled down to fit, never up).
 pub const MAX_WIDTH: i32 = 960;
@@ -33,6 +33,15 @@ struct View {
     labels: Vec<TextTexture>,
     background: Id,
     decoration: DecorationState,
+}
+
+/// Where the view draws: the enabled scanouts' rectangles in guest coordinates (see
+/// [`guest_layout`]), the scale from guest pixels to view pixels (fitting [`MAX_WIDTH`], never
+/// above 1), and the content size in pixels (at least 320x180 while no scanout is enabled).
+struct Geometry {
+    rects: Vec<(u32, Rectangle<i32, Logical>)>,
+    k: f64,
+    size: Size<i32, Logical>,
 }
 
 /// The layout view of one guest: a space element. Clones share state; equality is identity.
@@ -82,50 +91,30 @@ impl LayoutView {
         f(&mut self.0.borrow_mut().decoration)
     }
 
-    /// Each enabled scanout's rectangle in guest coordinates (pixels): side by side in index
-    /// order, as the device reports them in `GET_DISPLAY_INFO`.
-    fn guest_rects(&self) -> Vec<(usize, Rectangle<i32, Logical>)> {
-        let v = self.0.borrow();
-        let mut x = 0;
-        let mut out = Vec::new();
-        for (i, w) in v.scanouts.iter().enumerate() {
-            if w.resource_id() == 0 {
-                continue;
-            }
-            let size = w.scanout_size();
-            out.push((i, Rectangle::new((x, 0).into(), size)));
-            x += size.w;
-        }
-        out
-    }
-
-    /// The scale from guest pixels to view pixels.
-    fn scale(&self) -> f64 {
-        let width: i32 = self.guest_rects().iter().map(|(_, r)| r.size.w).sum();
-        if width <= MAX_WIDTH { 1.0 } else { f64::from(MAX_WIDTH) / f64::from(width) }
-    }
-
-    /// Content size, pixels (at least 320x180 while no scanout is enabled).
-    pub fn size(&self) -> Size<i32, Logical> {
-        let rects = self.guest_rects();
-        let k = self.scale();
+    fn geometry(&self) -> Geometry {
+        let rects = guest_layout(&self.0.borrow().scanouts);
         let w: i32 = rects.iter().map(|(_, r)| r.size.w).sum();
         let h = rects.iter().map(|(_, r)| r.size.h).max().unwrap_or(0);
+        let k = if w <= MAX_WIDTH { 1.0 } else { f64::from(MAX_WIDTH) / f64::from(w) };
         let scaled = ((f64::from(w) * k).round() as i32, (f64::from(h) * k).round() as i32);
-        (scaled.0.max(320), scaled.1.max(180)).into()
+        Geometry { rects, k, size: (scaled.0.max(320), scaled.1.max(180)).into() }
+    }
+
+    /// Content size, pixels.
+    pub fn size(&self) -> Size<i32, Logical> {
+        self.geometry().size
     }
 
     /// Render elements, topmost first, for content at `location`.
     pub fn elements(&self, renderer: &mut GlesRenderer, location: Point<i32, Physical>) -> Vec<DecorationOrPicture> {
-        let rects = self.guest_rects();
-        let k = self.scale();
-        let size = self.size();
+        let Geometry { rects, k, size } = self.geometry();
         let title = self.title();
         let mut v = self.0.borrow_mut();
         let mut labels = Vec::new();
         let mut pictures = Vec::new();
         let mut outlines = Vec::new();
         for (i, r) in rects {
+            let i = i as usize;
             let at = Point::<i32, Physical>::from((
                 location.x + (f64::from(r.loc.x) * k).round() as i32,
                 location.y + (f64::from(r.loc.y) * k).round() as i32,

@@ -164,25 +164,8 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
     };
     let outputs = match &backend {
         Backend::Tty(t) => t.outputs(),
-        Backend::Headless(_) | Backend::Winit(_) => {
-            let output_size = match &backend {
-                Backend::Winit(w) => w.backend.window_size(),
-                _ => size.into(),
-            };
-            let output = Output::new(
-                "scanway-1".into(),
-                PhysicalProperties {
-                    size: (0, 0).into(),
-                    subpixel: Subpixel::Unknown,
-                    make: "scanway".into(),
-                    model: "virtual".into(),
-                },
-            );
-            let mode = OutputMode { size: output_size, refresh: 60_000 };
-            output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
-            output.set_preferred(mode);
-            vec![output]
-        }
+        Backend::Headless(_) => vec![virtual_output(size.into())],
+        Backend::Winit(w) => vec![virtual_output(w.backend.window_size())],
     };
     let output = outputs[0].clone();
 
@@ -191,15 +174,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
     seat.add_keyboard(Default::default(), 200, 25).map_err(|e| anyhow!("keyboard: {e:?}"))?;
     seat.add_pointer();
 
-    let mut space = Space::default();
-    let mut x = 0;
-    for o in &outputs {
-        let _global = o.create_global::<State>(&display_handle);
-        space.map_output(o, (x, 0));
-        o.change_current_state(None, None, None, Some((x, 0).into()));
-        x += o.current_mode().map_or(0, |m| m.size.w);
-    }
-    let comp = Comp {
+    let mut comp = Comp {
         compositor_state: CompositorState::new::<State>(&display_handle),
         xdg_shell_state: XdgShellState::new::<State>(&display_handle),
         shm_state: ShmState::new::<State>(&display_handle, vec![]),
@@ -210,7 +185,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         display_handle,
         loop_handle: event_loop.handle(),
         loop_signal: event_loop.get_signal(),
-        space,
+        space: Space::default(),
         popups: PopupManager::default(),
         output,
         guests: Vec::new(),
@@ -228,6 +203,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         fullscreen: None,
         overlay: false,
     };
+    comp.set_outputs(&[], &outputs);
     let mut state = State { backend, comp };
     if args.no_3d {
         info!("3D disabled (--no-3d)");
@@ -330,6 +306,23 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&control_path);
     Ok(())
+}
+
+/// The output of the headless and winit backends: one virtual monitor of `size` pixels.
+fn virtual_output(size: Size<i32, Physical>) -> Output {
+    let output = Output::new(
+        "scanway-1".into(),
+        PhysicalProperties {
+            size: (0, 0).into(),
+            subpixel: Subpixel::Unknown,
+            make: "scanway".into(),
+            model: "virtual".into(),
+        },
+    );
+    let mode = OutputMode { size, refresh: 60_000 };
+    output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
+    output.set_preferred(mode);
+    output
 }
 
 fn bind_control(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
@@ -531,8 +524,9 @@ impl Comp {
         }
     }
 
-    /// The backend's outputs changed from `before` to `after` (connector hotplug): map the new
-    /// ones to the right of the others, unmap those gone.
+    /// The backend's outputs changed from `before` to `after` (at start, or a connector
+    /// hotplug): lay them out side by side, left to right, with a `wl_output` global for each new
+    /// one, and unmap those gone. The first is the primary output.
     pub fn set_outputs(&mut self, before: &[Output], after: &[Output]) {
         for o in before.iter().filter(|o| !after.contains(o)) {
             self.space.unmap_output(o);
@@ -551,12 +545,21 @@ impl Comp {
         }
     }
 
+    /// The index of the guest named `name`.
+    pub fn guest_index(&self, name: &str) -> Option<usize> {
+        self.guests.iter().position(|g| g.name == name)
+    }
+
+    /// The open layout view of guest `name`, if any.
+    pub fn layout_view_of(&self, name: &str) -> Option<WindowElement> {
+        self.space.elements().find(|e| matches!(e, WindowElement::Layout(l) if l.guest() == name)).cloned()
+    }
+
     /// Open or close the layout view of guest `index`.
     pub fn set_layout_view(&mut self, index: usize, on: bool) {
         let Some(guest) = self.guests.get(index) else { return };
         let name = guest.name.clone();
-        let open = self.space.elements().find(|e| matches!(e, WindowElement::Layout(l) if l.guest() == name)).cloned();
-        match (open, on) {
+        match (self.layout_view_of(&name), on) {
             (Some(view), false) => self.forget_window(&view),
             (None, true) => {
                 let color = self.config.guest_color(&name);
@@ -621,7 +624,7 @@ impl Comp {
             .map(|guest| {
                 let device = lock(&guest.device);
                 let gpu = device.gpu();
-                let mut guest_x = 0u64;
+                let layout = crate::scanout::guest_layout(guest.scanouts.windows());
                 let scanouts: Vec<Value> = (0..gpu.num_scanouts())
                     .map(|id| {
                         let window = guest.scanouts.window(id);
@@ -634,11 +637,10 @@ impl Comp {
                         let geometry = window.and_then(|w| {
                             self.space.element_geometry(&WindowElement::Scanout(w.clone()))
                         });
-                        let x = guest_x;
-                        guest_x += u64::from(scanout.rect.width);
+                        let at = layout.iter().find(|(i, _)| *i == id).map_or((0, 0), |(_, r)| (r.loc.x, r.loc.y));
                         json!({
                             "id": id, "enabled": true,
-                            "x": x, "y": 0,
+                            "x": at.0, "y": at.1,
                             "width": scanout.rect.width, "height": scanout.rect.height,
                             "src_x": scanout.rect.x, "src_y": scanout.rect.y,
                             "resource_id": scanout.resource_id, "format": format,
@@ -821,7 +823,7 @@ impl State {
     }
 
     fn guest_index(&self, name: &str) -> anyhow::Result<usize> {
-        self.comp.guests.iter().position(|g| g.name == name).ok_or_else(|| anyhow!("no guest named {name}"))
+        self.comp.guest_index(name).ok_or_else(|| anyhow!("no guest named {name}"))
     }
 
     fn scanout_window(&self, guest: &str, scanout: u32) -> anyhow::Result<ScanoutWindow> {

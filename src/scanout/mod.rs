@@ -197,6 +197,53 @@ struct Cursor {
 }
 
 impl ScanoutView {
+    /// The picture: `shown` (width, height) pixels of the resource from the scanout rectangle's
+    /// top-left corner, drawn `k` times that size with its top-left corner at `location`, as
+    /// element `id` (default: the texture's own).
+    fn picture(
+        &self,
+        renderer: &GlesRenderer,
+        location: Point<f64, Physical>,
+        shown: (i32, i32),
+        k: f64,
+        id: Option<&Id>,
+        alpha: f32,
+    ) -> Option<TextureRenderElement<GlesTexture>> {
+        let tex = self.texture.as_ref()?.borrow();
+        let texture = tex.texture.clone()?;
+        let r = self.rect;
+        let (w, h) = shown;
+        let src = Rectangle::<f64, Logical>::new(
+            (f64::from(r.x), f64::from(r.y)).into(),
+            (f64::from(w), f64::from(h)).into(),
+        );
+        let dst: Size<i32, Logical> = ((f64::from(w) * k).round() as i32, (f64::from(h) * k).round() as i32).into();
+        let opaque = (!tex.fourcc_has_alpha()).then(|| vec![Rectangle::from_size(texture.size())]);
+        // A guest's window-system buffer (GBM, rendered by Mesa's virgl driver) holds its
+        // picture top row first in texture row 0, which smithay shows at the top: shown as is.
+        // virglrenderer marks the other orientation with Y_0_TOP (it counts rows from GL's
+        // bottom-left origin), which is then flipped. Verified pixel-exactly by the
+        // gles-pattern end-to-end test.
+        let transform = match tex.virgl {
+            Some(info) if info.y_0_top => Transform::Flipped180,
+            _ => Transform::Normal,
+        };
+        Some(TextureRenderElement::from_texture_with_damage(
+            id.unwrap_or(&tex.id).clone(),
+            renderer.context_id(),
+            location,
+            texture,
+            1,
+            transform,
+            Some(alpha),
+            Some(src),
+            Some(dst),
+            opaque,
+            tex.damage.snapshot(),
+            Kind::Unspecified,
+        ))
+    }
+
     fn scanout_size(&self) -> Size<i32, Logical> {
         (self.rect.width as i32, self.rect.height as i32).into()
     }
@@ -491,48 +538,14 @@ impl ScanoutWindow {
                 ));
             }
         }
-        if let Some(tex) = view.texture.as_ref() {
-            let tex = tex.borrow();
-            if let Some(texture) = &tex.texture {
-                let r = view.rect;
-                // 1:1 in a smaller window shows the top-left part that fits.
-                let (w, h) = if view.scale == ScaleMode::OneToOne {
-                    ((r.width as i32).min(frame.w), (r.height as i32).min(frame.h))
-                } else {
-                    (r.width as i32, r.height as i32)
-                };
-                let src = Rectangle::<f64, Logical>::new(
-                    (f64::from(r.x), f64::from(r.y)).into(),
-                    (f64::from(w), f64::from(h)).into(),
-                );
-                let dst: Size<i32, Logical> =
-                    ((f64::from(w) * fit).round() as i32, (f64::from(h) * fit).round() as i32).into();
-                let opaque = (!tex.fourcc_has_alpha()).then(|| vec![Rectangle::from_size(texture.size())]);
-                // A guest's window-system buffer (GBM, rendered by Mesa's virgl driver) holds
-                // its picture top row first in texture row 0, which smithay shows at the top:
-                // shown as is. virglrenderer marks the other orientation with Y_0_TOP (it
-                // counts rows from GL's bottom-left origin), which is then flipped. Verified
-                // pixel-exactly by the gles-pattern end-to-end test.
-                let transform = match tex.virgl {
-                    Some(info) if info.y_0_top => Transform::Flipped180,
-                    _ => Transform::Normal,
-                };
-                out.push(TextureRenderElement::from_texture_with_damage(
-                    tex.id.clone(),
-                    renderer.context_id(),
-                    origin,
-                    texture.clone(),
-                    1,
-                    transform,
-                    Some(alpha),
-                    Some(src),
-                    Some(dst),
-                    opaque,
-                    tex.damage.snapshot(),
-                    Kind::Unspecified,
-                ));
-            }
-        }
+        // 1:1 in a smaller window shows the top-left part that fits.
+        let r = view.rect;
+        let shown = if view.scale == ScaleMode::OneToOne {
+            ((r.width as i32).min(frame.w), (r.height as i32).min(frame.h))
+        } else {
+            (r.width as i32, r.height as i32)
+        };
+        out.extend(view.picture(renderer, origin, shown, fit, None, alpha));
         out
     }
 
@@ -546,33 +559,8 @@ impl ScanoutWindow {
         id: &Id,
     ) -> Option<TextureRenderElement<GlesTexture>> {
         let view = self.0.borrow();
-        let tex = view.texture.as_ref()?.borrow();
-        let texture = tex.texture.clone()?;
         let r = view.rect;
-        let src = Rectangle::<f64, Logical>::new(
-            (f64::from(r.x), f64::from(r.y)).into(),
-            (f64::from(r.width), f64::from(r.height)).into(),
-        );
-        let dst: Size<i32, Logical> =
-            ((f64::from(r.width) * k).round() as i32, (f64::from(r.height) * k).round() as i32).into();
-        let transform = match tex.virgl {
-            Some(info) if info.y_0_top => Transform::Flipped180,
-            _ => Transform::Normal,
-        };
-        Some(TextureRenderElement::from_texture_with_damage(
-            id.clone(),
-            renderer.context_id(),
-            location.to_f64(),
-            texture,
-            1,
-            transform,
-            None,
-            Some(src),
-            Some(dst),
-            None,
-            tex.damage.snapshot(),
-            Kind::Unspecified,
-        ))
+        view.picture(renderer, location.to_f64(), (r.width as i32, r.height as i32), k, Some(id), 1.0)
     }
 
     /// The commit counter of the shown texture (changes whenever new pixels were uploaded).
@@ -586,6 +574,23 @@ impl ResourceTexture {
     fn fourcc_has_alpha(&self) -> bool {
         matches!(self.fourcc, Fourcc::Argb8888 | Fourcc::Abgr8888)
     }
+}
+
+/// Where a guest's enabled scanouts lie in guest coordinates (pixels), by scanout index: side
+/// by side in index order, as the device reports them in `GET_DISPLAY_INFO`. Used by
+/// `scanway layout` and the layout view.
+pub fn guest_layout(windows: &[ScanoutWindow]) -> Vec<(u32, Rectangle<i32, Logical>)> {
+    let mut x = 0;
+    let mut out = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        if w.resource_id() == 0 {
+            continue;
+        }
+        let size = w.scanout_size();
+        out.push((i as u32, Rectangle::new((x, 0).into(), size)));
+        x += size.w;
+    }
+    out
 }
 
 /// What changed in a guest's windows after [`GuestScanouts::apply`].
