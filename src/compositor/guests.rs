@@ -220,7 +220,9 @@ fn disconnect(state: &mut State, index: usize) {
     info!(guest = %guest.name, "VMM disconnected; resources freed");
     println!("scanway: guest {} disconnected", guest.name);
     for window in unmapped {
+        // it comes back where it was when a VMM connects again, but loses focus and fullscreen
         comp.unmap_scanout(&window);
+        comp.forget_window(&crate::compositor::element::WindowElement::Scanout(window));
     }
     comp.queue_redraw();
 }

@@ -80,7 +80,10 @@ impl PointerGrab {
 pub struct Restore {
     element: WindowElement,
     location: Point<i32, Logical>,
+    /// A guest window's own content size then (`None`: it followed the guest's mode)...
     frame: Option<Size<i32, Logical>>,
+    /// ...and the size it showed (the mode a resize-guest window's guest goes back to).
+    size: Size<i32, Logical>,
 }
 
 impl Restore {
@@ -494,27 +497,30 @@ impl Comp {
     /// Make `element` cover the output (or put it back where it was).
     pub fn set_fullscreen(&mut self, element: &WindowElement, on: bool) {
         if let Some(restore) = self.fullscreen.take() {
-            self.leave_fullscreen(restore);
-            if !on || restore_is(&self.fullscreen, element) {
+            if on && restore.element_is(element) {
+                // already fullscreen
+                self.fullscreen = Some(restore);
                 return;
             }
+            self.leave_fullscreen(restore);
         }
         if !on {
             return;
         }
         let location = self.space.element_location(element).unwrap_or_default();
         let output = self.output_size();
-        let size: Size<i32, Logical> = (output.w, output.h).into();
+        let fullscreen: Size<i32, Logical> = (output.w, output.h).into();
+        let size = smithay::desktop::space::SpaceElement::geometry(element).size;
         match element {
             WindowElement::Scanout(window) => {
-                self.fullscreen = Some(Restore { element: element.clone(), location, frame: window.frame() });
+                self.fullscreen = Some(Restore { element: element.clone(), location, frame: window.frame(), size });
                 window.with_decoration(|d| d.decorated = false);
-                self.resize_window(element, size);
+                self.resize_window(element, fullscreen);
             }
             WindowElement::Wayland(w) => {
-                self.fullscreen = Some(Restore { element: element.clone(), location, frame: None });
+                self.fullscreen = Some(Restore { element: element.clone(), location, frame: None, size });
                 if let Some(t) = w.toplevel() {
-                    set_toplevel_fullscreen(t, Some(size));
+                    set_toplevel_fullscreen(t, Some(fullscreen));
                 }
             }
             WindowElement::Layout(_) => return,
@@ -527,12 +533,10 @@ impl Comp {
         match &restore.element {
             WindowElement::Scanout(window) => {
                 window.with_decoration(|d| d.decorated = true);
-                match restore.frame {
-                    Some(frame) => self.resize_window(&restore.element, frame),
-                    None => {
-                        window.set_frame(None);
-                    }
-                }
+                // the guest goes back to the size it showed; the window to following it, or to
+                // the size the user gave it
+                self.resize_window(&restore.element, restore.size);
+                window.set_frame(restore.frame);
             }
             WindowElement::Wayland(w) => {
                 if let Some(t) = w.toplevel() {

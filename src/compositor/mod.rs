@@ -372,12 +372,19 @@ impl Comp {
     }
 
     /// Remove a scanout's window from the space.
+    ///
+    /// A scanout goes dark for a moment whenever its guest changes mode, so the window keeps
+    /// its focus and fullscreen state and comes back where it was (only a pointer grab ends).
     pub fn unmap_scanout(&mut self, window: &ScanoutWindow) {
         let element = WindowElement::Scanout(window.clone());
         if let Some(location) = self.space.element_location(&element) {
             window.set_last_location(Some(location));
         }
-        self.forget_window(&element);
+        self.space.unmap_elem(&element);
+        if self.grab.as_ref().is_some_and(|g| g.element_is(&element)) {
+            self.grab = None;
+        }
+        self.queue_redraw();
     }
 
     /// Remove `element` from the space, focus, fullscreen and pointer grab state.

@@ -507,9 +507,19 @@ def case_resize(ctx):
     if modes.count("1280x720") != 1 or modes[-1] != "1280x720":
         raise CaseFailure(f"the drag asked the guest more than once or not last: {modes}")
     details.append("corner drag to 1280x720: one guest mode change, exact")
+    # fullscreen: the guest takes the output's size, and goes back to 1280x720 after
+    b.ctl("window", "--guest", "g0", "--fullscreen", "on")
+    g.wait(r"^GUEST-MODE 2560x1440\b", ctx.deadline.left(30), "GUEST-MODE 2560x1440 in fullscreen")
+    b.ctl("window", "--guest", "g0", "--fullscreen", "on")  # already: nothing happens
+    b.ctl("window", "--guest", "g0", "--fullscreen", "off")
+    g.wait(r"^GUEST-MODE 1280x720\b(?![\s\S]*GUEST-MODE 2560)", ctx.deadline.left(30),
+           "GUEST-MODE 1280x720 after fullscreen")
+    modes = re.findall(r"^GUEST-MODE (\d+x\d+)", g.serial_text(), re.M)
+    if modes[-3:] != ["1280x720", "2560x1440", "1280x720"]:
+        raise CaseFailure(f"fullscreen on, on again, off: guest modes {modes}")
+    details.append("fullscreen 2560x1440 and back to 1280x720")
     # fit: the window changes, the guest does not
     b.ctl("window", "--guest", "g0", "--scale", "fit", "--size", "800x450")
-    time.sleep(2.0)
     modes = re.findall(r"^GUEST-MODE (\d+x\d+)", g.serial_text(), re.M)
     if modes[-1] != "1280x720":
         raise CaseFailure(f"fit mode resized the guest: {modes}")
