@@ -678,6 +678,12 @@ def read_png_rgb(path):
     return w, h, b"".join(rows)
 
 
+def rgb_at(px, w, x, y):
+    """The (R, G, B) pixel at x, y of RGB bytes `px` (read_png_rgb) of width `w`."""
+    i = (y * w + x) * 3
+    return tuple(px[i:i + 3])
+
+
 def write_ppm(path, w, h, rgb):
     """A binary PPM (P6) of RGB bytes, row after row."""
     Path(path).write_bytes(b"P6\n%d %d\n255\n" % (w, h) + bytes(rgb))

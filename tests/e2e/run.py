@@ -235,7 +235,7 @@ def check_layout(ctx, b, heads):
         for bar in range(8):
             gx, gy = x0 + (bar + 0.5) * hw / 8, 0.7 * hh
             sx, sy = v["x"] + round(gx * k), v["y"] + round(gy * k)
-            got = tuple(px[(sy * w + sx) * 3:(sy * w + sx) * 3 + 3])
+            got = H.rgb_at(px, w, sx, sy)
             want = bars[7 - bar if head % 2 else bar]
             if max(abs(a - b_) for a, b_ in zip(got, want)) > 8:
                 bad.append((head, bar, sx, sy, got, want))
@@ -257,7 +257,7 @@ def check_layout(ctx, b, heads):
     w, h, px = H.read_png_rgb(path)
     win = s0["window"]
     sx, sy = win["x"] + 10, win["y"] + 10  # in the overlay's padding, over the white bar
-    got = tuple(px[(sy * w + sx) * 3:(sy * w + sx) * 3 + 3])
+    got = H.rgb_at(px, w, sx, sy)
     if max(abs(c - 65) for c in got) > 4:
         raise CaseFailure(f"overlay background at {sx},{sy} is {got}, expected ~(65,65,65) (white under 75% black)")
     b.ctl("overlay", "off")
@@ -430,7 +430,7 @@ def case_nested(ctx):
     w, h, px = H.read_png_rgb(path)
     cx, cy = clients[0]["x"], clients[0]["y"]
     inside = [(x, y) for y in range(cy, min(cy + SIMPLE_SHM, h)) for x in range(cx, min(cx + SIMPLE_SHM, w))]
-    painted = sum(1 for x, y in inside if tuple(px[(y * w + x) * 3:(y * w + x) * 3 + 3]) != BACKGROUND)
+    painted = sum(1 for x, y in inside if H.rgb_at(px, w, x, y) != BACKGROUND)
     if not inside or painted < 0.99 * len(inside):
         raise CaseFailure(f"weston-simple-shm's window at {cx},{cy}: {painted}/{len(inside)} pixels painted")
     details.append(f"client painted at {cx},{cy}")
@@ -653,7 +653,7 @@ def case_wayland_client(ctx):
     w, h, px = H.read_png_rgb(out)
 
     def at(x, y):
-        return tuple(px[(y * w + x) * 3:(y * w + x) * 3 + 3])
+        return H.rgb_at(px, w, x, y)
 
     def in_guest(x, y):
         return gx <= x < gx + gw and gy <= y < gy + gh
@@ -874,7 +874,7 @@ def cube_pixels(path):
     total = cube = 0
     for y in range(0, h, step):
         for x in range(0, w, step):
-            r, g, b = px[(y * w + x) * 3:(y * w + x) * 3 + 3]
+            r, g, b = H.rgb_at(px, w, x, y)
             total += 1
             if not (r in GREY and g in GREY and b in GREY):
                 cube += 1
@@ -1001,7 +1001,7 @@ def case_tty(ctx):
             w, h, px = H.read_png_rgb(path)
 
             def at(x, y):
-                return tuple(px[(y * w + x) * 3:(y * w + x) * 3 + 3])
+                return H.rgb_at(px, w, x, y)
             inside = [(x, y) for y in range(0, SIMPLE_SHM, 5) for x in range(0, SIMPLE_SHM, 5)]
             painted = sum(1 for x, y in inside if at(x, y) != BACKGROUND)
             corner = at(w - 5, h - 5)
@@ -1023,7 +1023,7 @@ def case_tty(ctx):
     path = ctx.dir / "screendump-head1.png"
     g.screendump(1, path)
     w1, h1, px = H.read_png_rgb(path)
-    samples = [tuple(px[(y * w1 + x) * 3:(y * w1 + x) * 3 + 3]) for y in range(10, h1, h1 // 7) for x in range(10, w1, w1 // 7)]
+    samples = [H.rgb_at(px, w1, x, y) for y in range(10, h1, h1 // 7) for x in range(10, w1, w1 // 7)]
     # the clear colour 0.10, 0.12, 0.16 rounds either way
     if any(max(abs(a - b_) for a, b_ in zip(c, BACKGROUND)) > 1 for c in samples):
         raise CaseFailure(f"head 1 ({w1}x{h1}) does not show scanway's background: {set(samples)}")
