@@ -890,7 +890,9 @@ def check_cube(ctx, b, g, name):
     line = g.wait(r"^kmscube:\s+renderer: .*$", ctx.deadline.left(BOOT + 60), "kmscube's renderer line").group(0)
     if "virgl" not in line:
         raise CaseFailure(f"{name}: kmscube does not render through virgl: {line.strip()}")
-    time.sleep(3.0)
+    # kmscube reports its frame count every 2 s: once it has, frames were shown (a fixed
+    # pause after the renderer line was too short for a second 3D guest on a loaded machine)
+    g.wait(r"^kmscube: Rendered [1-9]", ctx.deadline.left(60), "kmscube's first frame report")
     listing = b.list(f"{name}-cube")
     s = scanout_info(listing, name, 0)
     if s.get("path") != "zero-copy" or s.get("copies_per_frame") != 0:
