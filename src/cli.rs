@@ -52,7 +52,7 @@ pub enum Command {
     /// Resize, move, focus, make fullscreen or change the scaling of a guest scanout's window.
     Window(WindowArgs),
     /// Feed input to scanway's seat, in order, as if from the backend's devices: `move:X,Y`
-    /// (output pixels), `click:left|right|middle`, `press:B`, `release:B`, `key:COMBO`
+    /// (output pixels), `click:left|right|middle`, `press:B`, `release:B`, `scroll:up|down|N`, `key:COMBO`
     /// (e.g. `key:a`, `key:ctrl+alt+f2`), `keydown:K`, `keyup:K`.
     Input {
         #[arg(required = true)]
@@ -121,8 +121,9 @@ pub struct RunArgs {
     /// A guest: NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=off]; scanway listens on SOCKET for the
     /// VMM's vhost-user connection. N scanouts (1 to 16, default 1) are reported enabled. With
     /// the VM's QMP socket (QEMU `-display dbus,p2p=yes -qmp unix:PATH,server=on,wait=off`),
-    /// windows resize the guest and input reaches it; QEMU's D-Bus display takes a virgl guest
-    /// only with `gl=on` (a DRM render node), else give `3d=off`. Repeatable.
+    /// windows resize the guest and input reaches it; for a guest with virgl QEMU's D-Bus
+    /// display needs `gl=on`: `-display dbus,p2p=yes,gl=on,rendernode=/dev/null` works with no
+    /// render node (README, "3D guests"). Repeatable.
     #[arg(long = "guest")]
     pub guests: Vec<GuestSpec>,
     /// Offer guests no 3D (virgl), even where virglrenderer works.

@@ -78,11 +78,13 @@ pub enum InputAction {
     Button { code: u32, pressed: bool },
     /// Press or release a key (evdev code, `linux/input-event-codes.h`).
     Key { code: u32, pressed: bool },
+    /// Turn the vertical wheel by `notches` (negative: up, away from the user).
+    Scroll { notches: i32 },
 }
 
 impl InputAction {
     /// Parse one command-line action: `move:X,Y`, `click:BUTTON`, `press:BUTTON`,
-    /// `release:BUTTON` (left, right, middle), `key:COMBO` (a tap of e.g. `a` or
+    /// `release:BUTTON` (left, right, middle), `scroll:up|down|N` (wheel notches, negative up), `key:COMBO` (a tap of e.g. `a` or
     /// `ctrl+alt+delete`: pressed in order, released in reverse), `keydown:KEY`, `keyup:KEY`.
     pub fn parse_cli(s: &str) -> anyhow::Result<Vec<InputAction>> {
         let (verb, arg) = s.split_once(':').ok_or_else(|| anyhow!("`{s}`: expected VERB:ARG"))?;
@@ -102,6 +104,13 @@ impl InputAction {
                 vec![InputAction::Button { code, pressed: true }, InputAction::Button { code, pressed: false }]
             }
             "press" => vec![InputAction::Button { code: button(arg)?, pressed: true }],
+            "scroll" => vec![InputAction::Scroll {
+                notches: match arg {
+                    "up" => -1,
+                    "down" => 1,
+                    n => n.parse().map_err(|_| anyhow!("`{s}`: expected scroll:up, scroll:down or scroll:N"))?,
+                },
+            }],
             "release" => vec![InputAction::Button { code: button(arg)?, pressed: false }],
             "key" => {
                 let codes = parse_key_combo(arg)?;
@@ -111,7 +120,7 @@ impl InputAction {
             }
             "keydown" => vec![InputAction::Key { code: evdev_key(arg)?, pressed: true }],
             "keyup" => vec![InputAction::Key { code: evdev_key(arg)?, pressed: false }],
-            _ => bail!("`{verb}`: unknown input action (move, click, press, release, key, keydown, keyup)"),
+            _ => bail!("`{verb}`: unknown input action (move, click, press, release, scroll, key, keydown, keyup)"),
         })
     }
 }

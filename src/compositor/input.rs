@@ -52,6 +52,8 @@ const CORNER: f64 = 16.0;
 /// which no pointer sends), mapped to QEMU's wheel buttons for guests.
 pub const BTN_WHEEL_UP: u32 = 0x151;
 pub const BTN_WHEEL_DOWN: u32 = 0x150;
+/// Most wheel notches one `scanway input scroll:N` action turns.
+const MAX_SCROLL_NOTCHES: u32 = 100;
 
 /// A window following the pointer.
 pub enum PointerGrab {
@@ -141,6 +143,13 @@ impl State {
             InputAction::Motion { x, y } => self.pointer_motion((f64::from(x), f64::from(y)).into(), time),
             InputAction::Button { code, pressed } => self.pointer_button(code, pressed, time),
             InputAction::Key { code, pressed } => self.keyboard_key(Keycode::new(code + 8), pressed, time),
+            InputAction::Scroll { notches } => {
+                let code = if notches < 0 { BTN_WHEEL_UP } else { BTN_WHEEL_DOWN };
+                for _ in 0..notches.unsigned_abs().min(MAX_SCROLL_NOTCHES) {
+                    self.pointer_button(code, true, time);
+                    self.pointer_button(code, false, time);
+                }
+            }
         }
     }
 

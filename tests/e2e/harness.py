@@ -230,12 +230,22 @@ class LineLog:
 
 
 # ------------------------------------------------------------------------ guest
+# QEMU's D-Bus display for a guest with virgl: QEMU refuses a GL console on a display without
+# GL, and `gl=on` opens a render node for GBM/EGL.  A character device that is not a DRM node
+# makes Mesa's GBM fall back to its software screen (this host has no /dev/dri); QEMU never
+# draws with it, since scanway shows the scanouts itself.  README "3D guests: input and resize".
+DBUS_GL = "dbus,p2p=yes,gl=on,rendernode=/dev/null"
+
+
 class Guest:
     """One QEMU, booted by run-guest.sh against a vhost-user-gpu socket."""
 
     def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
                  force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None,
                  dbus=False, builtin=None, qemu_args=()):
+        """dbus: QEMU's D-Bus display (scanway links to it: resize, input) and the virtio
+        keyboard and tablet; dbus="gl" gives that display GL (`gl=on`), which QEMU needs for
+        a guest with virgl: see DBUS_GL."""
         self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
         self.name = Path(socket).stem if socket else tag  # the backend's name for this guest
         self.workdir = ctx.dir / tag
@@ -268,7 +278,7 @@ class Guest:
         if dbus:
             # QEMU's D-Bus display (scanway links to it over QMP: resize, input) and the guest's
             # input devices (virtio keyboard and tablet)
-            argv += ["--display", "dbus,p2p=yes"]
+            argv += ["--display", DBUS_GL if dbus == "gl" else "dbus,p2p=yes"]
             for dev in ("virtio-keyboard-pci", "virtio-tablet-pci"):
                 argv += ["--qemu-arg", "-device", "--qemu-arg", dev]
         self.argv = argv
@@ -390,13 +400,16 @@ class Ctx:
         """The QMP socket of guest `tag` (see Guest)."""
         return self.tmp / f"qmp-{tag}.sock"
 
-    def backend(self, guests, ui=(), **kw):
+    def backend(self, guests, ui=(), ui_3d=(), **kw):
         """Start the backend for {name: outputs}; returns it once it listens.  Guests named in
         `ui` are linked to their QEMU's D-Bus display (QMP of the guest tagged like the name;
-        start those guests with dbus=True) and get no 3D."""
+        start those guests with dbus=True) and get no 3D; guests in `ui_3d` are linked the
+        same way and keep 3D (start them with dbus="gl")."""
         spec = {n: (self.sock(n), outputs) for n, outputs in guests.items()}
-        if ui:
-            kw["extra"] = {n: f",qmp={self.qmp(n)},3d=off" for n in ui}
+        extra = {n: f",qmp={self.qmp(n)},3d=off" for n in ui}
+        extra.update({n: f",qmp={self.qmp(n)}" for n in ui_3d})
+        if extra:
+            kw["extra"] = extra
         if self.c_mode:  # kw (output size, winit) only concerns scanway
             b = CBackend(self, self.opts.c_backend_bin)
         else:

@@ -554,16 +554,11 @@ def wait_events(ctx, g, device, want, what):
         time.sleep(0.1)
 
 
-def case_input(ctx):
-    """Pointer moves and clicks and keys fed to scanway's seat (scanway input, the path the
-    winit backend's events take) reach the focused guest through QEMU's D-Bus display: the
-    guest's evdev devices report them (absolute position scaled to the guest pixel under the
-    pointer). scanway send-keys delivers Ctrl+Alt+Delete."""
-    if ctx.c_mode:
-        raise Skip("needs scanway")
-    b = ctx.backend({"g0": 1}, ui=("g0",))
-    g = ctx.guest("g0", "g0", "input", dbus=True)
-    b.connected("g0")
+def check_input(ctx, b, g, details):
+    """Pointer motion, a click, the wheel and keys fed to scanway's seat reach guest g0 (booted
+    with the `input` test): its evdev devices report them, the absolute position scaled to the
+    guest pixel under the pointer.  A key held when focus leaves goes up in the guest, and no
+    key reaches it after."""
     g.wait(r"^GUEST-INPUT-READY\b", ctx.deadline.left(BOOT), "GUEST-INPUT-READY")
     wait_ui_linked(ctx, b, "g0")
     s = scanout_info(b.list("ready"), "g0", 0)
@@ -571,34 +566,97 @@ def case_input(ctx):
     W, H_ = s["width"], s["height"]
     gx, gy = 300, 200  # guest pixel to point at
     x, y = win["x"] + gx, win["y"] + gy
-    b.ctl("input", f"move:{x},{y}", "click:left", "key:a", "key:shift+b")
+    b.ctl("input", f"move:{x},{y}", "click:left", "scroll:down", "scroll:up", "key:a", "key:shift+b")
     tablet = wait_events(ctx, g, "QEMU Virtio Tablet",
-                         [(3, 0, gx * 32767 // W), (3, 1, gy * 32767 // H_), (1, 272, 1), (1, 272, 0)],
+                         [(3, 0, gx * 32767 // W), (3, 1, gy * 32767 // H_), (1, 272, 1), (1, 272, 0),
+                          (2, 8, -1), (2, 8, 1)],
                          "pointer")
     keys = wait_events(ctx, g, "QEMU Virtio Keyboard",
                        [(1, 30, 1), (1, 30, 0), (1, 42, 1), (1, 48, 1), (1, 48, 0), (1, 42, 0)], "keys")
-    details = [f"pointer at guest {gx},{gy} and left click", "keys a, shift+b"]
+    details += [f"pointer at guest {gx},{gy}, left click, wheel down and up", "keys a, shift+b"]
     if not scanout_info(b.list(), "g0", 0).get("focused"):
         raise CaseFailure("the click did not focus g0's window")
     # a click outside every window unfocuses: a key still held goes up in the guest, and keys
-    # then reach no guest
+    # then reach no guest.  The marker key goes to the guest through send-keys (whatever has
+    # focus) after z: once the marker is seen, z would have been seen too.
     b.ctl("input", "keydown:c")
     b.ctl("input", f"move:{win['x'] + W + 50},{win['y'] + H_ + 50}", "click:left", "key:z")
     wait_events(ctx, g, "QEMU Virtio Keyboard", [(1, 46, 1), (1, 46, 0)], "a held key released on focus loss")
-    time.sleep(1.5)
+    b.ctl("send-keys", "--guest", "g0", "x")
+    wait_events(ctx, g, "QEMU Virtio Keyboard", [(1, 45, 1), (1, 45, 0)], "the send-keys marker")
     if any(e[1] == 44 for e in input_events(g, "QEMU Virtio Keyboard")):
         raise CaseFailure("a key reached g0 after focus left its window")
     details.append("a held key released and no keys after focus left")
+    ctx.log(f"tablet events {tablet[:10]}, keyboard events {keys[:12]}")
+
+
+def case_input(ctx):
+    """Pointer moves and clicks and keys fed to scanway's seat (scanway input, the path the
+    winit backend's events take) reach the focused guest through QEMU's D-Bus display (see
+    check_input). scanway send-keys delivers Ctrl+Alt+Delete."""
+    if ctx.c_mode:
+        raise Skip("needs scanway")
+    b = ctx.backend({"g0": 1}, ui=("g0",))
+    g = ctx.guest("g0", "g0", "input", dbus=True)
+    b.connected("g0")
+    details = []
+    check_input(ctx, b, g, details)
     # Ctrl+Alt+Delete: Linux's keyboard handler reboots at once (the default "Boot" binding),
     # often before the test program prints the keys: the kernel's reboot line is the proof
     b.ctl("send-keys", "--guest", "g0", "ctrl+alt+delete")
     g.wait(r"reboot: Restarting system", ctx.deadline.left(20), "the guest's Ctrl+Alt+Delete reboot")
     details.append("send-keys Ctrl+Alt+Delete rebooted the guest")
-    ctx.log(f"tablet events {tablet[:8]}, keyboard events {keys[:12]}")
     # the reboot ends QEMU (-no-reboot)
     g.quit()
     b.disconnected("g0")
     b.stop()
+    return ", ".join(details)
+
+
+def assert_virgl(g):
+    """The guest's virtio-gpu driver saw VIRTIO_GPU_F_VIRGL."""
+    m = re.search(r"^GUEST-DRM features: (\S+)", g.serial_text(), re.M)
+    if not m or m.group(1) != "+virgl":
+        raise CaseFailure(f"the guest's device did not offer virgl: {m.group(0) if m else 'no GUEST-DRM line'}")
+
+
+def case_input_3d(ctx):
+    """The input case for a guest with virgl on: QEMU's D-Bus display with GL (harness.DBUS_GL:
+    no render node on this host) takes the virgl console, and scanway's seat reaches the guest
+    through it exactly as for a 2D guest."""
+    if ctx.c_mode:
+        raise Skip("needs scanway")
+    b = ctx.backend({"g0": 1}, ui_3d=("g0",))
+    g = ctx.guest("g0", "g0", "input", dbus="gl")
+    b.connected("g0")
+    details = []
+    check_input(ctx, b, g, details)
+    assert_virgl(g)
+    details.insert(0, "virgl guest")
+    ctx.finish(b, g)
+    return ", ".join(details)
+
+
+def case_resize_3d(ctx):
+    """Resize-to-window for a guest with virgl on, through QEMU's D-Bus display with GL: the
+    guest (gpu-test follow) switches to the window's size, exact in scanway's screenshot."""
+    if ctx.c_mode:
+        raise Skip("needs scanway")
+    b = ctx.backend({"g0": 1}, ui_3d=("g0",), size="2560x1440")
+    g = ctx.guest("g0", "g0", "follow", dbus="gl")
+    b.connected("g0")
+    line = g.wait_ready(ctx.deadline.left(BOOT))
+    wait_ui_linked(ctx, b, "g0")
+    assert_virgl(g)
+    details = [f"virgl guest started {size_of(line)}"]
+    size = "1024x768"
+    b.ctl("window", "--guest", "g0", "--size", size)
+    g.wait(rf"^GUEST-MODE {size}\b", ctx.deadline.left(30), f"GUEST-MODE {size}")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p, g), ctx.dir / f"scanout-{size}.png",
+                      size=size, attempts=5)
+    assert_scanout(b.list("resized"), "g0", 0, size)
+    details.append(f"{size}: guest switched, scanout exact")
+    ctx.finish(b, g)
     return ", ".join(details)
 
 
@@ -1071,6 +1129,8 @@ CASES = [
     ("cursor", case_cursor, 150),
     ("resize", case_resize, 200),
     ("input", case_input, 200),
+    ("input-3d", case_input_3d, 200),
+    ("resize-3d", case_resize_3d, 200),
     ("kmscube", case_kmscube, 300),
     ("gles-pattern", case_gles_pattern, 300),
     ("kmscube-two-guests", case_kmscube_two, 400),
