@@ -52,19 +52,32 @@ pub enum Command {
     /// Resize, move, focus, make fullscreen or change the scaling of a guest scanout's window.
     Window(WindowArgs),
     /// Feed input to scanway's seat, in order, as if from the backend's devices: `move:X,Y`
-    /// (output pixels), `click:left|right|middle`, `press:B`, `release:B`, `scroll:up|down|N`, `key:COMBO`
-    /// (e.g. `key:a`, `key:ctrl+alt+f2`), `keydown:K`, `keyup:K`.
+    /// (output pixels), `click:left|right|middle`, `press:B`, `release:B`, `scroll:up|down|N`,
+    /// `key:COMBO` (keys joined by '+', pressed in order and released in reverse: `key:a`,
+    /// `key:ctrl+alt+f2`, `key:slash`, `key:>`), `keydown:K`, `keyup:K`, `type:TEXT` (each
+    /// character typed, with Shift where the keymap needs it; a newline is Return, at most 4096
+    /// characters). A key is an xkb keysym name (`slash`, `period`, `greater`, `F12`, `Return`,
+    /// `KP_Enter`, `XF86AudioMute`; case-insensitive), one character, or ctrl, alt, shift,
+    /// super, rightctrl, altgr, esc, enter, del, pageup, pagedown. Names and text are resolved
+    /// here, through the default xkb keymap (`XKB_DEFAULT_*`, else evdev/pc105/us): nothing is
+    /// sent if any of it fails.
     Input {
         #[arg(required = true)]
         actions: Vec<String>,
     },
-    /// Press and release a key combination on a guest's keyboard, whatever has focus.
+    /// Press and release a key combination, or type a text, on a guest's keyboard directly,
+    /// whatever has focus.
     SendKeys {
+        /// The guest whose keyboard gets the keys.
         #[arg(long)]
         guest: String,
-        /// Keys joined by '+', pressed in order and released in reverse (default: ctrl+alt+delete).
+        /// Keys joined by '+', pressed in order and released in reverse: the key names of
+        /// `scanway input` (default: ctrl+alt+delete).
         #[arg(default_value = "ctrl+alt+delete")]
         keys: String,
+        /// Type this text instead, one key press per character (as `scanway input type:TEXT`).
+        #[arg(long = "type", value_name = "TEXT", conflicts_with = "keys")]
+        text: Option<String>,
     },
     /// Show or hide the statistics overlay on every scanout window.
     Overlay {
@@ -331,13 +344,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Input { actions } => {
             let mut parsed = Vec::new();
             for a in &actions {
-                parsed.extend(control::InputAction::parse_cli(a)?);
+                let shown: String = a.chars().take(40).collect();
+                let more = if shown.len() < a.len() { "..." } else { "" };
+                parsed.extend(control::InputAction::parse_cli(a).with_context(|| format!("`{shown}{more}`"))?);
             }
-            simple_request(cli.control, &Request::Input { actions: parsed })
+            let path = control_path(cli.control)?;
+            for (i, req) in control::input_requests(parsed).into_iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(control::KEY_BURST_GAP);
+                }
+                control::request(&path, &req)?;
+            }
+            Ok(())
         }
-        Command::SendKeys { guest, keys } => {
-            let keys = control::parse_key_combo(&keys)?;
-            simple_request(cli.control, &Request::SendKeys { guest, keys })
+        Command::SendKeys { guest, keys, text } => {
+            let table = control::keys::KeyTable::default_keymap()?;
+            let combos: Vec<Vec<u32>> = match text {
+                Some(text) => table.text(&text)?.into_iter().map(|stroke| stroke.codes().collect()).collect(),
+                None => vec![table.combo(&keys)?],
+            };
+            let path = control_path(cli.control)?;
+            for (i, keys) in combos.into_iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(control::KEY_BURST_GAP);
+                }
+                control::request(&path, &Request::SendKeys { guest: guest.clone(), keys })?;
+            }
+            Ok(())
         }
         Command::Overlay { state } => simple_request(cli.control, &Request::Overlay { on: state == "on" }),
     }

@@ -84,9 +84,20 @@ pub enum InputAction {
 
 impl InputAction {
     /// Parse one command-line action: `move:X,Y`, `click:BUTTON`, `press:BUTTON`,
-    /// `release:BUTTON` (left, right, middle), `scroll:up|down|N` (wheel notches, negative up), `key:COMBO` (a tap of e.g. `a` or
-    /// `ctrl+alt+delete`: pressed in order, released in reverse), `keydown:KEY`, `keyup:KEY`.
+    /// `release:BUTTON` (left, right, middle), `scroll:up|down|N` (wheel notches, negative up),
+    /// `key:COMBO` (a tap of e.g. `a`, `slash`, `>` or `ctrl+alt+delete`: pressed in order,
+    /// released in reverse), `keydown:KEY`, `keyup:KEY`, `type:TEXT` (each character pressed and
+    /// released). Key names and text are resolved through the default keymap, see [`keys`].
     pub fn parse_cli(s: &str) -> anyhow::Result<Vec<InputAction>> {
+        Self::parse_cli_with(s, keys::KeyTable::default_keymap)
+    }
+
+    /// [`InputAction::parse_cli`] with the key table `table` returns (asked for only by the
+    /// key actions).
+    pub fn parse_cli_with<'a>(
+        s: &str,
+        table: impl FnOnce() -> anyhow::Result<&'a keys::KeyTable>,
+    ) -> anyhow::Result<Vec<InputAction>> {
         let (verb, arg) = s.split_once(':').ok_or_else(|| anyhow!("`{s}`: expected VERB:ARG"))?;
         let button = |name: &str| match name {
             "left" => Ok(0x110),
@@ -94,6 +105,7 @@ impl InputAction {
             "middle" => Ok(0x112),
             _ => Err(anyhow!("`{name}`: a button is left, right or middle")),
         };
+        let key = |code, pressed| InputAction::Key { code, pressed };
         Ok(match verb {
             "move" => {
                 let (x, y) = arg.split_once(',').ok_or_else(|| anyhow!("`{s}`: expected move:X,Y"))?;
@@ -113,75 +125,317 @@ impl InputAction {
             }],
             "release" => vec![InputAction::Button { code: button(arg)?, pressed: false }],
             "key" => {
-                let codes = parse_key_combo(arg)?;
-                let down = codes.iter().map(|&code| InputAction::Key { code, pressed: true });
-                let up = codes.iter().rev().map(|&code| InputAction::Key { code, pressed: false });
+                let codes = table()?.combo(arg)?;
+                let down = codes.iter().map(|&code| key(code, true));
+                let up = codes.iter().rev().map(|&code| key(code, false));
                 down.chain(up).collect()
             }
-            "keydown" => vec![InputAction::Key { code: evdev_key(arg)?, pressed: true }],
-            "keyup" => vec![InputAction::Key { code: evdev_key(arg)?, pressed: false }],
-            _ => bail!("`{verb}`: unknown input action (move, click, press, release, scroll, key, keydown, keyup)"),
+            // a key whose symbol needs Shift: Shift goes down before it and up after it
+            "keydown" => match table()?.key(arg)? {
+                keys::Stroke { code, shift: true } => vec![key(keys::KEY_LEFTSHIFT, true), key(code, true)],
+                keys::Stroke { code, shift: false } => vec![key(code, true)],
+            },
+            "keyup" => match table()?.key(arg)? {
+                keys::Stroke { code, shift: true } => vec![key(code, false), key(keys::KEY_LEFTSHIFT, false)],
+                keys::Stroke { code, shift: false } => vec![key(code, false)],
+            },
+            "type" => table()?
+                .text(arg)?
+                .into_iter()
+                .flat_map(|stroke| {
+                    stroke.codes().map(|code| key(code, true)).chain(stroke.codes().rev().map(|code| key(code, false)))
+                })
+                .collect(),
+            _ => {
+                bail!("`{verb}`: unknown input action (move, click, press, release, scroll, key, keydown, keyup, type)")
+            }
         })
     }
 }
 
-/// `ctrl+alt+delete` -> evdev codes, in order.
-pub fn parse_key_combo(s: &str) -> anyhow::Result<Vec<u32>> {
-    s.split('+').map(evdev_key).collect()
+/// Most actions one [`Request::Input`] carries: the longest (a motion to `i32::MIN`) is 46
+/// bytes of JSON, so a request of this many stays under [`MAX_REQUEST`].
+pub const MAX_INPUT_ACTIONS: usize = 1024;
+/// Most key events one [`Request::Input`] of a command carries (a four-key combination's
+/// presses and releases); see [`KEY_BURST_GAP`].
+pub const MAX_KEY_BURST: usize = 8;
+/// How long a client waits between two requests of one command (`type:`, `send-keys --type`).
+/// QEMU's virtio keyboard drops the events its guest has no buffer for, and a slow guest (TCG)
+/// gives its buffers back late: sent at once, a few dozen keys lose their tail.
+pub const KEY_BURST_GAP: Duration = Duration::from_millis(10);
+
+/// `actions` as [`Request::Input`]s to send in order, [`KEY_BURST_GAP`] apart: at most
+/// [`MAX_INPUT_ACTIONS`] actions and [`MAX_KEY_BURST`] key events each (one, empty, for no
+/// actions).
+pub fn input_requests(actions: Vec<InputAction>) -> Vec<Request> {
+    let mut requests = Vec::new();
+    let mut current = Vec::new();
+    let mut keys = 0;
+    for action in actions {
+        let key = matches!(action, InputAction::Key { .. });
+        if current.len() == MAX_INPUT_ACTIONS || (key && keys == MAX_KEY_BURST) {
+            requests.push(Request::Input { actions: std::mem::take(&mut current) });
+            keys = 0;
+        }
+        keys += usize::from(key);
+        current.push(action);
+    }
+    if !current.is_empty() || requests.is_empty() {
+        requests.push(Request::Input { actions: current });
+    }
+    requests
 }
 
-/// The evdev code (`linux/input-event-codes.h`) of a key name: letters, digits, `f1`..`f12`,
-/// and `enter esc backspace tab space minus equal ctrl alt shift super rightctrl rightalt
-/// rightshift delete insert home end pageup pagedown up down left right`.
-pub fn evdev_key(name: &str) -> anyhow::Result<u32> {
-    const LETTERS: &[u8; 26] = b"qwertyuiopasdfghjklzxcvbnm";
-    const LETTER_CODES: [u32; 26] =
-        [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 30, 31, 32, 33, 34, 35, 36, 37, 38, 44, 45, 46, 47, 48, 49, 50];
-    let lower = name.to_ascii_lowercase();
-    if let [c] = lower.as_bytes() {
-        if let Some(i) = LETTERS.iter().position(|l| l == c) {
-            return Ok(LETTER_CODES[i]);
-        }
-        if c.is_ascii_digit() {
-            // KEY_1 = 2 ... KEY_9 = 10, KEY_0 = 11
-            return Ok(if *c == b'0' { 11 } else { u32::from(c - b'1') + 2 });
+/// Key names and text to evdev codes (`linux/input-event-codes.h`), through an xkb keymap.
+///
+/// A key name is, in this order:
+/// - a physical key by its evdev name (case-insensitive): `ctrl` (`control`, `leftctrl`),
+///   `rightctrl`, `shift` (`leftshift`), `rightshift`, `alt` (`leftalt`), `rightalt`
+///   (`altgr`), `super` (`meta`, `logo`, `leftmeta`), `rightsuper` (`rightmeta`), `enter`,
+///   `esc`, `del`, `pageup`, `pagedown`, `capslock`, `numlock`, `scrolllock`;
+/// - one character: `a`, `A`, `/`, `>`, `+` (its keysym, `xkb_utf32_to_keysym`);
+/// - an xkb keysym name (`xkbcommon-keysyms.h` without `XKB_KEY_`): `slash`, `period`,
+///   `greater`, `F12`, `Return`, `BackSpace`, `KP_Enter`, `XF86AudioMute`, `0x1008ff12`;
+///   exact first, then case-insensitive (`f12`, `return`) as `xkb_keysym_from_name` does.
+///
+/// A keysym becomes the key of the keymap that types it with no modifier or with Shift alone
+/// (the lowest keycode; on one key unshifted before shifted: `less` is Shift+comma, not the
+/// 102nd key), and evdev code = xkb keycode - 8. The keymap is compiled the way the
+/// compositor's seat compiles its own: RMLVO from `XKB_DEFAULT_RULES`, `_MODEL`, `_LAYOUT`,
+/// `_VARIANT`, `_OPTIONS`, else xkbcommon's defaults (evdev, pc105, us).
+///
+/// This runs in the client (`scanway input`, `send-keys`), not in the compositor: every error
+/// is reported before anything is sent, and the requests stay evdev codes. Guests read those
+/// codes with their own keymap (a guest with a US keymap types what a US keymap says), and
+/// Wayland clients with the seat's keymap, which is this one as long as the compositor runs
+/// with the same `XKB_DEFAULT_*` as the client.
+pub mod keys {
+    use std::{collections::HashMap, sync::OnceLock};
+
+    use anyhow::{anyhow, bail};
+    use smithay::input::keyboard::{XkbConfig, xkb};
+
+    /// evdev code of the left Shift key (what a symbol that needs Shift is typed with).
+    pub const KEY_LEFTSHIFT: u32 = 42;
+    /// evdev code of the right Shift key.
+    pub const KEY_RIGHTSHIFT: u32 = 54;
+    /// Most characters one `type:TEXT` (or `send-keys --type`) types.
+    pub const MAX_TEXT: usize = 4096;
+
+    /// Key names that are no keysym names, as evdev codes (`KEY_` names, lowercase).
+    const ALIASES: &[(&str, u32)] = &[
+        ("esc", 1),
+        ("enter", 28),
+        ("ctrl", 29),
+        ("control", 29),
+        ("leftctrl", 29),
+        ("shift", KEY_LEFTSHIFT),
+        ("leftshift", KEY_LEFTSHIFT),
+        ("rightshift", KEY_RIGHTSHIFT),
+        ("alt", 56),
+        ("leftalt", 56),
+        ("capslock", 58),
+        ("numlock", 69),
+        ("scrolllock", 70),
+        ("rightctrl", 97),
+        ("rightalt", 100),
+        ("altgr", 100),
+        ("pageup", 104),
+        ("pagedown", 109),
+        ("del", 111),
+        ("super", 125),
+        ("meta", 125),
+        ("logo", 125),
+        ("leftmeta", 125),
+        ("rightsuper", 126),
+        ("rightmeta", 126),
+    ];
+
+    /// One key press: the key's evdev code, and whether Shift is held around it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Stroke {
+        pub code: u32,
+        pub shift: bool,
+    }
+
+    impl Stroke {
+        /// The codes to press in order (and release in reverse): Shift first when needed.
+        pub fn codes(self) -> impl DoubleEndedIterator<Item = u32> {
+            self.shift.then_some(KEY_LEFTSHIFT).into_iter().chain([self.code])
         }
     }
-    if let Some(n) = lower.strip_prefix('f').and_then(|n| n.parse::<u32>().ok()) {
-        match n {
-            1..=10 => return Ok(58 + n),
-            11 => return Ok(87),
-            12 => return Ok(88),
-            _ => {}
+
+    /// Which key types each keysym of one keymap.
+    pub struct KeyTable {
+        /// keysym -> the first key (by keycode) typing it unshifted, else shifted
+        strokes: HashMap<u32, Stroke>,
+        /// The keymap's RMLVO names, for error messages.
+        names: String,
+    }
+
+    impl KeyTable {
+        /// The table of the default keymap (see the module's documentation), compiled once.
+        pub fn default_keymap() -> anyhow::Result<&'static KeyTable> {
+            static TABLE: OnceLock<Result<KeyTable, String>> = OnceLock::new();
+            TABLE
+                .get_or_init(|| {
+                    let c = XkbConfig::default();
+                    KeyTable::from_names(c.rules, c.model, c.layout, c.variant, c.options).map_err(|e| format!("{e:#}"))
+                })
+                .as_ref()
+                .map_err(|e| anyhow!("{e}"))
+        }
+
+        /// The table of the keymap compiled from these RMLVO names (an empty one, or `None`
+        /// options: `XKB_DEFAULT_*`, else xkbcommon's default).
+        pub fn from_names(
+            rules: &str,
+            model: &str,
+            layout: &str,
+            variant: &str,
+            options: Option<String>,
+        ) -> anyhow::Result<KeyTable> {
+            let env = |given: &str, var: &str, default: &str| match given {
+                "" => std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.into()),
+                given => given.into(),
+            };
+            let names = format!(
+                "{}/{}/{}{}",
+                env(rules, "XKB_DEFAULT_RULES", "evdev"),
+                env(model, "XKB_DEFAULT_MODEL", "pc105"),
+                env(layout, "XKB_DEFAULT_LAYOUT", "us"),
+                match env(variant, "XKB_DEFAULT_VARIANT", "").as_str() {
+                    "" => String::new(),
+                    v => format!("({v})"),
+                }
+            );
+            let context = xkb::Context::new(xkb::CONTEXT_NO_FLAGS);
+            let keymap = xkb::Keymap::new_from_names(
+                &context,
+                rules,
+                model,
+                layout,
+                variant,
+                options,
+                xkb::KEYMAP_COMPILE_NO_FLAGS,
+            )
+            .ok_or_else(|| anyhow!("the xkb keymap {names} does not compile (is xkeyboard-config installed?)"))?;
+            Ok(KeyTable { strokes: strokes_of(&keymap), names })
+        }
+
+        /// The key that types `sym`.
+        pub fn stroke(&self, sym: xkb::Keysym) -> Option<Stroke> {
+            self.strokes.get(&sym.raw()).copied()
+        }
+
+        /// Resolve one key name (see the module's documentation).
+        pub fn key(&self, name: &str) -> anyhow::Result<Stroke> {
+            let lower = name.to_ascii_lowercase();
+            if let Some(&(_, code)) = ALIASES.iter().find(|(alias, _)| *alias == lower) {
+                return Ok(Stroke { code, shift: false });
+            }
+            let sym = keysym_of(name).ok_or_else(|| {
+                anyhow!("`{name}`: unknown key name (an xkb keysym name such as `slash` or `F12`, one character, or ctrl, alt, shift, super, esc, enter ...)")
+            })?;
+            self.stroke(sym).ok_or_else(|| {
+                anyhow!(
+                    "`{name}` (keysym {}): no key of the keymap {} types it without or with Shift",
+                    xkb::keysym_get_name(sym),
+                    self.names
+                )
+            })
+        }
+
+        /// `ctrl+alt+delete` -> evdev codes to press in order (and release in reverse), Shift
+        /// put before a key whose symbol needs it (`ctrl+greater` is ctrl, shift, period)
+        /// unless a Shift is in the combination already. The `+` key is `plus`, or `+` last
+        /// (`ctrl++`).
+        pub fn combo(&self, s: &str) -> anyhow::Result<Vec<u32>> {
+            let names: Vec<&str> = match s.strip_suffix('+') {
+                Some("") => vec!["+"],
+                Some(head) if head.ends_with('+') => head[..head.len() - 1].split('+').chain(["+"]).collect(),
+                _ => s.split('+').collect(),
+            };
+            let mut codes = Vec::with_capacity(names.len() + 1);
+            for name in names {
+                let stroke = self.key(name)?;
+                if stroke.shift && !codes.iter().any(|c| [KEY_LEFTSHIFT, KEY_RIGHTSHIFT].contains(c)) {
+                    codes.push(KEY_LEFTSHIFT);
+                }
+                codes.push(stroke.code);
+            }
+            Ok(codes)
+        }
+
+        /// The keys that type `text`, one per character (a newline is Return, a tab Tab); at
+        /// most [`MAX_TEXT`] characters, and an error (for the whole text) naming the first
+        /// character no key types.
+        pub fn text(&self, text: &str) -> anyhow::Result<Vec<Stroke>> {
+            let n = text.chars().count();
+            if n > MAX_TEXT {
+                bail!("the text is {n} characters long, the most one action types is {MAX_TEXT}");
+            }
+            text.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    let sym = match c {
+                        '\n' => xkb::Keysym::Return,
+                        c => xkb::utf32_to_keysym(u32::from(c)),
+                    };
+                    self.stroke(sym).ok_or_else(|| {
+                        anyhow!(
+                            "character {} of the text, {c:?} (U+{:04X}): no key of the keymap {} types it without or with Shift; nothing typed",
+                            i + 1,
+                            u32::from(c),
+                            self.names
+                        )
+                    })
+                })
+                .collect()
         }
     }
-    Ok(match lower.as_str() {
-        "esc" | "escape" => 1,
-        "minus" => 12,
-        "equal" => 13,
-        "backspace" => 14,
-        "tab" => 15,
-        "enter" | "return" => 28,
-        "ctrl" | "leftctrl" | "control" => 29,
-        "shift" | "leftshift" => 42,
-        "rightshift" => 54,
-        "alt" | "leftalt" => 56,
-        "space" => 57,
-        "rightctrl" => 97,
-        "rightalt" | "altgr" => 100,
-        "home" => 102,
-        "up" => 103,
-        "pageup" => 104,
-        "left" => 105,
-        "right" => 106,
-        "end" => 107,
-        "down" => 108,
-        "pagedown" => 109,
-        "insert" => 110,
-        "delete" | "del" => 111,
-        "super" | "meta" | "logo" | "leftmeta" => 125,
-        _ => bail!("`{name}`: unknown key name"),
-    })
+
+    /// The keysym a key name (not an alias) names: one character's, else the keysym name's.
+    fn keysym_of(name: &str) -> Option<xkb::Keysym> {
+        let mut chars = name.chars();
+        if let (Some(c), None) = (chars.next(), chars.next()) {
+            let sym = xkb::utf32_to_keysym(u32::from(c));
+            if sym != xkb::Keysym::NoSymbol {
+                return Some(sym);
+            }
+        }
+        if name.is_empty() || name.contains('\0') {
+            return None;
+        }
+        [xkb::KEYSYM_NO_FLAGS, xkb::KEYSYM_CASE_INSENSITIVE]
+            .into_iter()
+            .map(|flags| xkb::keysym_from_name(name, flags))
+            .find(|&sym| sym != xkb::Keysym::NoSymbol)
+    }
+
+    /// Every keysym `keymap` types with no modifier or with Shift alone, and its key: the
+    /// lowest keycode, a key's unshifted symbol before its shifted one.
+    fn strokes_of(keymap: &xkb::Keymap) -> HashMap<u32, Stroke> {
+        let plain = xkb::State::new(keymap);
+        let mut shifted = xkb::State::new(keymap);
+        let shift = keymap.mod_get_index(xkb::MOD_NAME_SHIFT);
+        let states: Vec<(&xkb::State, bool)> = if shift < 32 {
+            shifted.update_mask(1 << shift, 0, 0, 0, 0, 0);
+            vec![(&plain, false), (&shifted, true)]
+        } else {
+            vec![(&plain, false)]
+        };
+        let mut strokes = HashMap::new();
+        for raw in keymap.min_keycode().raw().max(8)..=keymap.max_keycode().raw() {
+            let keycode = xkb::Keycode::new(raw);
+            for &(state, shift) in &states {
+                for sym in state.key_get_syms(keycode) {
+                    strokes.entry(sym.raw()).or_insert(Stroke { code: raw - 8, shift });
+                }
+            }
+        }
+        strokes
+    }
 }
 
 /// The control socket's default path: `$XDG_RUNTIME_DIR/scanway.sock`. With `create`, a missing
@@ -489,35 +743,192 @@ mod tests {
 
 #[cfg(test)]
 mod input_tests {
+    use super::keys::{KeyTable, Stroke};
     use super::*;
+
+    /// The us keymap, whatever XKB_DEFAULT_* says.
+    fn us() -> &'static KeyTable {
+        static TABLE: std::sync::OnceLock<KeyTable> = std::sync::OnceLock::new();
+        TABLE.get_or_init(|| KeyTable::from_names("evdev", "pc105", "us", "", None).unwrap())
+    }
+
+    fn plain(code: u32) -> Stroke {
+        Stroke { code, shift: false }
+    }
+
+    fn shifted(code: u32) -> Stroke {
+        Stroke { code, shift: true }
+    }
 
     #[test]
     fn key_names() {
-        assert_eq!(evdev_key("a").unwrap(), 30);
-        assert_eq!(evdev_key("Q").unwrap(), 16);
-        assert_eq!(evdev_key("1").unwrap(), 2);
-        assert_eq!(evdev_key("0").unwrap(), 11);
-        assert_eq!(evdev_key("f1").unwrap(), 59);
-        assert_eq!(evdev_key("f12").unwrap(), 88);
-        assert_eq!(parse_key_combo("ctrl+alt+delete").unwrap(), vec![29, 56, 111]);
-        assert!(evdev_key("nope").is_err());
+        let t = us();
+        for (name, stroke) in [
+            ("slash", plain(53)),
+            ("/", plain(53)),
+            ("period", plain(52)),
+            (".", plain(52)),
+            ("greater", shifted(52)),
+            (">", shifted(52)),
+            ("less", shifted(51)),
+            ("F12", plain(88)),
+            ("Return", plain(28)),
+            ("return", plain(28)),
+            ("BackSpace", plain(14)),
+            ("KP_Enter", plain(96)),
+            ("XF86AudioMute", plain(113)),
+            ("A", shifted(30)),
+            ("plus", shifted(13)),
+            ("+", shifted(13)),
+            ("space", plain(57)),
+            (" ", plain(57)),
+            ("0x2f", plain(53)),
+        ] {
+            assert_eq!(t.key(name).unwrap(), stroke, "{name}");
+        }
+        let err = format!("{:#}", t.key("nope").unwrap_err());
+        assert!(err.contains("`nope`: unknown key name"), "{err}");
+        let err = format!("{:#}", t.key("eacute").unwrap_err());
+        assert!(err.contains("no key of the keymap evdev/pc105/us"), "{err}");
+        assert!(t.key("").is_err() && t.key("a\0b").is_err());
+    }
+
+    /// Every name of the hand-written table this replaced gives the code it gave.
+    #[test]
+    fn old_key_names_unchanged() {
+        let t = us();
+        let letters = "qwertyuiopasdfghjklzxcvbnm";
+        let letter_codes =
+            [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 30, 31, 32, 33, 34, 35, 36, 37, 38, 44, 45, 46, 47, 48, 49, 50];
+        let mut old: Vec<(String, u32)> = letters.chars().map(String::from).zip(letter_codes).collect();
+        old.extend((1..=9).map(|d| (d.to_string(), d + 1)));
+        old.push(("0".into(), 11));
+        old.extend((1..=10).map(|n| (format!("f{n}"), 58 + n)));
+        old.extend([("f11".into(), 87), ("f12".into(), 88)]);
+        for (name, code) in [
+            ("esc", 1),
+            ("escape", 1),
+            ("minus", 12),
+            ("equal", 13),
+            ("backspace", 14),
+            ("tab", 15),
+            ("enter", 28),
+            ("return", 28),
+            ("ctrl", 29),
+            ("leftctrl", 29),
+            ("control", 29),
+            ("shift", 42),
+            ("leftshift", 42),
+            ("rightshift", 54),
+            ("alt", 56),
+            ("leftalt", 56),
+            ("space", 57),
+            ("rightctrl", 97),
+            ("rightalt", 100),
+            ("altgr", 100),
+            ("home", 102),
+            ("up", 103),
+            ("pageup", 104),
+            ("left", 105),
+            ("right", 106),
+            ("end", 107),
+            ("down", 108),
+            ("pagedown", 109),
+            ("insert", 110),
+            ("delete", 111),
+            ("del", 111),
+            ("super", 125),
+            ("meta", 125),
+            ("logo", 125),
+            ("leftmeta", 125),
+        ] {
+            old.push((name.into(), code));
+        }
+        for (name, code) in old {
+            assert_eq!(t.key(&name).unwrap(), plain(code), "{name}");
+            assert_eq!(t.key(&name.to_uppercase()).unwrap().code, code, "{name}");
+        }
+        assert_eq!(t.combo("ctrl+alt+delete").unwrap(), vec![29, 56, 111]);
+        assert_eq!(t.combo("Ctrl+Alt+Delete").unwrap(), vec![29, 56, 111]);
+    }
+
+    #[test]
+    fn combos_and_text() {
+        let t = us();
+        assert_eq!(t.combo("greater").unwrap(), vec![42, 52]);
+        assert_eq!(t.combo("ctrl+greater").unwrap(), vec![29, 42, 52]);
+        assert_eq!(t.combo("shift+greater").unwrap(), vec![42, 52]);
+        assert_eq!(t.combo("rightshift+A").unwrap(), vec![54, 30]);
+        assert_eq!(t.combo("ctrl++").unwrap(), vec![29, 42, 13]);
+        assert_eq!(t.combo("+").unwrap(), vec![42, 13]);
+        for bad in ["ctrl+", "++", "ctrl+nope", ""] {
+            assert!(t.combo(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            t.text("a/.>B\n\t").unwrap(),
+            vec![plain(30), plain(53), plain(52), shifted(52), shifted(48), plain(28), plain(15)]
+        );
+        let err = format!("{:#}", t.text("ab\u{e9}c").unwrap_err());
+        assert!(err.contains("character 3 of the text, '\u{e9}' (U+00E9)") && err.contains("nothing typed"), "{err}");
+        assert_eq!(t.text(&"x".repeat(keys::MAX_TEXT)).unwrap().len(), keys::MAX_TEXT);
+        assert!(t.text(&"x".repeat(keys::MAX_TEXT + 1)).is_err());
     }
 
     #[test]
     fn cli_actions() {
-        assert_eq!(InputAction::parse_cli("move:10,20").unwrap(), vec![InputAction::Motion { x: 10, y: 20 }]);
-        let click = InputAction::parse_cli("click:left").unwrap();
+        let parse = |s| InputAction::parse_cli_with(s, || Ok(us()));
+        assert_eq!(parse("move:10,20").unwrap(), vec![InputAction::Motion { x: 10, y: 20 }]);
+        let click = parse("click:left").unwrap();
         assert_eq!(click.len(), 2);
-        let tap = InputAction::parse_cli("key:ctrl+c").unwrap();
+        let k = |code, pressed| InputAction::Key { code, pressed };
+        assert_eq!(parse("key:ctrl+c").unwrap(), vec![k(29, true), k(46, true), k(46, false), k(29, false)]);
+        assert_eq!(parse("key:greater").unwrap(), vec![k(42, true), k(52, true), k(52, false), k(42, false)]);
+        assert_eq!(parse("keydown:>").unwrap(), vec![k(42, true), k(52, true)]);
+        assert_eq!(parse("keyup:>").unwrap(), vec![k(52, false), k(42, false)]);
+        assert_eq!(parse("keydown:a").unwrap(), vec![k(30, true)]);
         assert_eq!(
-            tap,
-            vec![
-                InputAction::Key { code: 29, pressed: true },
-                InputAction::Key { code: 46, pressed: true },
-                InputAction::Key { code: 46, pressed: false },
-                InputAction::Key { code: 29, pressed: false },
-            ]
+            parse("type:a>").unwrap(),
+            vec![k(30, true), k(30, false), k(42, true), k(52, true), k(52, false), k(42, false)]
         );
-        assert!(InputAction::parse_cli("wiggle:1").is_err());
+        assert_eq!(parse("type:").unwrap(), vec![]);
+        assert!(parse("type:a\u{e9}").is_err());
+        assert!(parse("wiggle:1").is_err());
+        // pointer actions need no keymap
+        let no_keymap = || Err(anyhow!("no keymap"));
+        assert!(InputAction::parse_cli_with("move:1,2", no_keymap).is_ok());
+        assert!(InputAction::parse_cli_with("key:a", no_keymap).is_err());
+    }
+
+    #[test]
+    fn input_requests_fit() {
+        let worst = vec![InputAction::Motion { x: i32::MIN, y: i32::MIN }; 2 * MAX_INPUT_ACTIONS + 1];
+        let requests = input_requests(worst);
+        assert_eq!(requests.len(), 3);
+        for req in &requests {
+            assert!(serde_json::to_vec(req).unwrap().len() < MAX_REQUEST as usize);
+        }
+        assert_eq!(input_requests(vec![]), vec![Request::Input { actions: vec![] }]);
+        // key events go at most MAX_KEY_BURST a request, other actions ride along
+        let typed = InputAction::parse_cli_with("type:abcde", || Ok(us())).unwrap();
+        let mut actions = vec![InputAction::Motion { x: 1, y: 2 }];
+        actions.extend(typed.iter().copied());
+        actions.push(InputAction::Scroll { notches: 1 });
+        let requests = input_requests(actions.clone());
+        let sizes: Vec<usize> = requests
+            .iter()
+            .map(|r| match r {
+                Request::Input { actions } => actions.len(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(sizes, vec![1 + MAX_KEY_BURST, 2 + 1]);
+        let rejoined: Vec<InputAction> = requests
+            .into_iter()
+            .flat_map(|r| match r {
+                Request::Input { actions } => actions,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(rejoined, actions);
     }
 }

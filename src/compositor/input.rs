@@ -136,7 +136,10 @@ pub fn process_input<B: InputBackend>(state: &mut State, event: InputEvent<B>) {
 }
 
 impl State {
-    /// Feed one input action (from `scanway input`) as if it came from a device.
+    /// Feed one input action (from `scanway input`) as if it came from a device. Key actions
+    /// are evdev codes already: the client resolved key names and `type:` text through the
+    /// default keymap (`crate::control::keys`), so that a name or character no key types is
+    /// refused before anything is sent; here a key goes through the seat like a device's.
     pub fn input_action(&mut self, action: InputAction) {
         let time = self.comp.start.elapsed().as_millis() as u32;
         match action {

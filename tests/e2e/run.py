@@ -557,8 +557,10 @@ def wait_events(ctx, g, device, want, what):
 def check_input(ctx, b, g, details):
     """Pointer motion, a click, the wheel and keys fed to scanway's seat reach guest g0 (booted
     with the `input` test): its evdev devices report them, the absolute position scaled to the
-    guest pixel under the pointer.  A key held when focus leaves goes up in the guest, and no
-    key reaches it after."""
+    guest pixel under the pointer.  Keys by xkb keysym name (slash, period, greater) and text
+    (type:) arrive as the keymap's keys, Shift around those that need it; text with a character
+    no key types is refused whole.  A key held when focus leaves goes up in the guest, and no
+    key reaches it after; send-keys reaches it still, with text too (--type)."""
     g.wait(r"^GUEST-INPUT-READY\b", ctx.deadline.left(BOOT), "GUEST-INPUT-READY")
     wait_ui_linked(ctx, b, "g0")
     s = scanout_info(b.list("ready"), "g0", 0)
@@ -576,6 +578,33 @@ def check_input(ctx, b, g, details):
     details += [f"pointer at guest {gx},{gy}, left click, wheel down and up", "keys a, shift+b"]
     if not scanout_info(b.list(), "g0", 0).get("focused"):
         raise CaseFailure("the click did not focus g0's window")
+    # keys by keysym name, and text typed through the keymap: '.' is KEY_DOT (52), '>' Shift
+    # (42) around it, 'O' Shift around KEY_O, a newline Return (28).  A character no key of
+    # the keymap types fails the whole action: nothing of it is typed.
+    try:
+        b.ctl("input", "type:ls\u00e9")
+    except CaseFailure as e:
+        if "no key of the keymap" not in str(e):
+            raise
+    else:
+        raise CaseFailure("scanway input type: with an untypable character succeeded")
+    text = "ls /dev > O.log\n"
+    b.ctl("input", "key:slash", "key:period", "key:greater", f"type:{text}")
+    evdev = {"l": 38, "s": 31, " ": 57, "/": 53, "d": 32, "e": 18, "v": 47, ".": 52, "o": 24, "g": 34, "\n": 28}
+    shifted = {">": ".", "O": "o"}
+    taps = []
+    for c in "/.>" + text:
+        code = evdev[shifted.get(c, c)]
+        taps += [(1, 42, 1), (1, code, 1), (1, code, 0), (1, 42, 0)] if c in shifted else [(1, code, 1), (1, code, 0)]
+    wait_events(ctx, g, "QEMU Virtio Keyboard", taps, "keysym names and typed text")
+    pressed = [e for e in input_events(g, "QEMU Virtio Keyboard") if e[0] == 1 and e[2] in (0, 1)]
+    start = pressed.index((1, 53, 1))  # the first slash: key:slash
+    if pressed[start:start + len(taps)] != taps:
+        raise CaseFailure(f"key:slash key:period key:greater type:{text!r}: the guest saw "
+                          f"{pressed[start:start + len(taps)]}, expected exactly {taps}")
+    if any(e[1] in (evdev["l"], evdev["s"]) for e in pressed[:start]):
+        raise CaseFailure(f"the failed type: action typed some of its text: {pressed[:start]}")
+    details.append(f"keys slash, period, greater and type:{text!r} (Shift only for '>' and 'O')")
     # a click outside every window unfocuses: a key still held goes up in the guest, and keys
     # then reach no guest.  The marker key goes to the guest through send-keys (whatever has
     # focus) after z: once the marker is seen, z would have been seen too.
@@ -587,6 +616,15 @@ def check_input(ctx, b, g, details):
     if any(e[1] == 44 for e in input_events(g, "QEMU Virtio Keyboard")):
         raise CaseFailure("a key reached g0 after focus left its window")
     details.append("a held key released and no keys after focus left")
+    # send-keys types text too, straight to the guest: Shift around 'W', none for '/'
+    b.ctl("send-keys", "--guest", "g0", "--type", "W/")
+    taps = [(1, 42, 1), (1, 17, 1), (1, 17, 0), (1, 42, 0), (1, 53, 1), (1, 53, 0)]
+    wait_events(ctx, g, "QEMU Virtio Keyboard", [(1, 45, 0)] + taps, "send-keys --type W/")
+    pressed = [e for e in input_events(g, "QEMU Virtio Keyboard") if e[0] == 1 and e[2] in (0, 1)]
+    start = len(pressed) - pressed[::-1].index((1, 45, 0))  # after the marker's release
+    if pressed[start:start + len(taps)] != taps:
+        raise CaseFailure(f"send-keys --type W/: the guest saw {pressed[start:]}, expected exactly {taps}")
+    details.append("send-keys --type W/")
     ctx.log(f"tablet events {tablet[:10]}, keyboard events {keys[:12]}")
 
 
