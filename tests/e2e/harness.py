@@ -67,6 +67,11 @@ def build_rootfs_3d():
     return Path(_run_kit("build-rootfs-3d.sh").strip().splitlines()[-1])
 
 
+def build_rootfs_desktop():
+    """Build (or reuse) the desktop guests' root filesystem (weston, Xorg) in target/guest."""
+    return Path(_run_kit("build-rootfs-desktop.sh").strip().splitlines()[-1])
+
+
 def build_guest():
     """Build (or reuse) the guest kernel + initramfs in target/guest."""
     try:
@@ -242,10 +247,11 @@ class Guest:
 
     def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
                  force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None,
-                 dbus=False, builtin=None, qemu_args=()):
+                 dbus=False, builtin=None, qemu_args=(), ready=None):
         """dbus: QEMU's D-Bus display (scanway links to it: resize, input) and the virtio
         keyboard and tablet; dbus="gl" gives that display GL (`gl=on`), which QEMU needs for
-        a guest with virgl: see DBUS_GL."""
+        a guest with virgl: see DBUS_GL.  ready: run-guest.sh's --ready (the line that makes
+        its exit status 0 when QEMU is quit), for tests whose line its default does not know."""
         self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
         self.name = Path(socket).stem if socket else tag  # the backend's name for this guest
         self.workdir = ctx.dir / tag
@@ -271,6 +277,8 @@ class Guest:
             argv += ["--reconnect-ms", str(reconnect_ms)]
         if args:
             argv += ["--args", args]
+        if ready:
+            argv += ["--ready", ready]
         if rootfs:
             argv += ["--rootfs", rootfs]
         if mem:

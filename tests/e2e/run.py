@@ -36,6 +36,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as H  # noqa: E402
+import desktop  # noqa: E402  (the desktop-* cases)
 from harness import CaseFailure, Skip  # noqa: E402
 
 BOOT = 120  # seconds to the READY line (boot is ~5-10 s under TCG here)
@@ -1173,6 +1174,8 @@ CASES = [
     ("gles-pattern", case_gles_pattern, 300),
     ("kmscube-two-guests", case_kmscube_two, 400),
     ("tty", case_tty, 400),
+    ("desktop-weston", desktop.case_desktop_weston, 600),
+    ("desktop-xorg", desktop.case_desktop_xorg, 600),
 ]
 
 

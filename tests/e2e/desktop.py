@@ -1,0 +1,335 @@
+"""Desktop guests: a weston session and an Xorg session on the guest's Mesa virgl driver,
+driven through scanway's seat (cases `desktop-weston` and `desktop-xorg` of run.py).
+
+The guest boots the desktop root filesystem (tests/guest/build-rootfs-desktop.sh) and runs
+tests/guest/src/guest-desktop in it: weston (DRM backend, GL renderer) with two
+weston-terminals, or Xorg (modesetting, glamor) with twm and an xterm.  QEMU's D-Bus display
+has GL (harness.DBUS_GL) and scanway is linked to it (input, resize).  Every wait is for a
+serial line or a condition, within the case's deadline.
+"""
+import re
+import time
+
+import harness as H
+from harness import CaseFailure, Skip
+
+DESKTOP_BOOT = 300  # seconds to the session's ready line (TCG, llvmpipe behind virgl)
+# typed into a terminal: '/', '>', '"', '$', '(', '*', ')', ':' and '_' (shifted) included;
+# the shell prints TYPED_OK:42 and the terminal's WHO only if every character arrived
+COMMAND = 'echo "TYPED_OK:$((6*7)) $WHO" > /dev/ttyS0\n'
+TYPED_RE = r"^TYPED_OK:42 (\w+)\s*$"
+TERM_LOG = "term.log"  # in the guest's workdir: its second serial port (ttyS1)
+TYPE_BATCH = 4  # characters per `scanway input type:` (at most 8 key events each with Shift)
+XROOT = (0x2E, 0x8B, 0x57)  # the X root window's colour (guest-desktop: xsetroot -solid)
+
+
+def _guest(listing, name):
+    for g in listing.get("guests", []):
+        if g.get("name") == name:
+            return g
+    raise CaseFailure(f"scanway list: no guest {name}")
+
+
+def _scanout(listing, name, sid=0):
+    for s in _guest(listing, name).get("scanouts", []):
+        if s.get("id") == sid:
+            return s
+    raise CaseFailure(f"scanway list: guest {name} has no scanout {sid}")
+
+
+def _wait_linked(ctx, b, name):
+    """scanway's link to the guest's QEMU D-Bus display is up."""
+    while True:
+        ui = _guest(b.list(), name).get("ui")
+        if isinstance(ui, dict) and "linked" in ui:
+            return ui
+        if isinstance(ui, dict) and "failed" in ui:
+            raise CaseFailure(f"scanway could not link to {name}'s QEMU D-Bus display: {ui['failed']}")
+        if ctx.deadline.left() < 1:
+            raise CaseFailure(f"scanway's link to {name}'s QEMU D-Bus display: {ui}")
+        time.sleep(0.2)
+
+
+def _wait_scanout(ctx, b, what, ok, timeout=30, tag=None):
+    """Poll `scanway list` until ok(scanout 0 of g0) holds; returns that scanout."""
+    end = time.monotonic() + ctx.deadline.left(timeout)
+    while True:
+        s = _scanout(b.list(tag), "g0")
+        if ok(s):
+            return s
+        if time.monotonic() > end:
+            raise CaseFailure(f"{what}: scanout 0 is {s}")
+        time.sleep(0.3)
+
+
+def _start(ctx, test):
+    if ctx.c_mode:
+        raise Skip("needs scanway (virgl, D-Bus display link)")
+    rootfs = H.build_rootfs_desktop()
+    b = ctx.backend({"g0": 1}, ui_3d=("g0",))
+    # a second serial port (the guest's ttyS1) gets the terminals' output: term-shell
+    g = ctx.guest("g0", "g0", test, rootfs=rootfs, mem="1G", dbus="gl",
+                  qemu_args=["-chardev", f"file,id=term0,path={ctx.dir / 'g0' / TERM_LOG}",
+                             "-device", "isa-serial,chardev=term0"],
+                  ready=r"^GUEST-DESKTOP (weston|xorg)-ready")
+    b.connected("g0")
+    return b, g
+
+
+def _check_virgl_scanout(ctx, b, g, size="1280x800"):
+    m = re.search(r"^GUEST-DRM features: (\S+)", g.serial_text(), re.M)
+    if not m or m.group(1) != "+virgl":
+        raise CaseFailure(f"the guest's device did not offer virgl: {m.group(0) if m else 'no GUEST-DRM line'}")
+    _wait_linked(ctx, b, "g0")
+    w, h = (int(v) for v in size.split("x"))
+    return _wait_scanout(ctx, b, f"a zero-copy {size} scanout",
+                         lambda s: s.get("path") == "zero-copy" and s.get("copies_per_frame") == 0
+                         and (s.get("width"), s.get("height")) == (w, h), tag="ready")
+
+
+def _term_text(g):
+    """What the terminals' shells wrote (their echo of typed keys too), escape sequences out."""
+    try:
+        raw = (g.workdir / TERM_LOG).read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+    return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\r\x07]", "", raw)
+
+
+def _type(ctx, b, g, text):
+    """Type `text` through scanway's seat a few characters at a time, each batch once the
+    terminal has echoed the one before.  All at once, a burst of key events overflows the
+    guest kernel's evdev buffer (64 events) before weston reads it, and weston gets
+    SYN_DROPPED and loses keys."""
+    base = len(_term_text(g))
+    for i in range(0, len(text), TYPE_BATCH):
+        b.ctl("input", f"type:{text[i:i + TYPE_BATCH]}")
+        want = text[:i + TYPE_BATCH].rstrip("\n")
+        if "\n" in want:
+            raise CaseFailure("_type: one line at a time")
+        end = time.monotonic() + ctx.deadline.left(30)
+        while want not in _term_text(g)[base:]:
+            if time.monotonic() > end:
+                raise CaseFailure(f"the terminal echoed {_term_text(g)[base:][-80:]!r} of {want!r} within 30s")
+            time.sleep(0.05)
+
+
+def _type_into(ctx, b, g, win, gx, gy, who, nth):
+    """Click guest pixel gx,gy of window `win` (its place in scanway's output), type COMMAND
+    and wait for the terminal's shell to print it on the serial console: the nth TYPED_OK line
+    must come from terminal `who`."""
+    b.ctl("input", f"move:{win['x'] + gx},{win['y'] + gy}", "click:left")
+    _type(ctx, b, g, COMMAND)
+    # the nth TYPED_OK line (the (nth-1) before it skipped)
+    m = g.wait(rf"(?:{TYPED_RE}[\s\S]*?){{{nth - 1}}}{TYPED_RE}", ctx.deadline.left(60),
+               f"TYPED_OK line #{nth} (typed into terminal {who})")
+    got = m.group(m.lastindex)
+    if got != who:
+        raise CaseFailure(f"the text typed after clicking terminal {who} ran in terminal {got}")
+
+
+# ------------------------------------------------------------------ picture checks
+def _uniform(px, w, h, u, v, r):
+    c = H.rgb_at(px, w, u, v)
+    for y in range(max(v - r, 0), min(v + r + 1, h)):
+        for x in range(max(u - r, 0), min(u + r + 1, w)):
+            if H.rgb_at(px, w, x, y) != c:
+                return None
+    return c
+
+
+def _close(a, b, tol=12):
+    return max(abs(x - y) for x, y in zip(a, b)) <= tol
+
+
+def check_fitted(ctx, scanout_png, output_png, win, tag):
+    """The output shows the scanout picture scaled into the window with its aspect kept and
+    centred (bars where it does not reach), not cropped, not stretched.  Compares scanway's
+    exact scanout screenshot with the output screenshot at every sample point whose
+    neighbourhood is one colour (so that filtering does not matter); the bars must be one
+    colour that the picture's edge rows do not have.  Returns a description."""
+    sw, sh, spx = H.read_png_rgb(scanout_png)
+    ow, oh, opx = H.read_png_rgb(output_png)
+    fw, fh = win["width"], win["height"]
+    k = min(fw / sw, fh / sh)
+    pw, ph = round(sw * k), round(sh * k)
+    ox, oy = win["x"] + (fw - pw) // 2, win["y"] + (fh - ph) // 2
+
+    def check(kx, ky, x0, y0):
+        good = total = 0
+        bad = []
+        for v in range(4, sh - 4, 12):
+            for u in range(4, sw - 4, 12):
+                c = _uniform(spx, sw, sh, u, v, 3)
+                if c is None:
+                    continue
+                x, y = int(x0 + (u + 0.5) * kx), int(y0 + (v + 0.5) * ky)
+                if not (0 <= x < ow and 0 <= y < oh):
+                    continue
+                total += 1
+                if _close(H.rgb_at(opx, ow, x, y), c):
+                    good += 1
+                elif len(bad) < 5:
+                    bad.append(f"guest {u},{v} {c} -> output {x},{y} {H.rgb_at(opx, ow, x, y)}")
+        return good / max(total, 1), total, bad
+
+    fit, total, bad = check(k, k, ox, oy)
+    if total < 200 or fit < 0.97:
+        raise CaseFailure(f"{tag}: the output does not show the scanout scaled by {k:.3f} at {ox},{oy}:"
+                          f" {fit:.1%} of {total} samples match ({'; '.join(bad)}); see {output_png}")
+    alt = {"stretched": check(fw / sw, fh / sh, win["x"], win["y"])[0], "1:1": check(1, 1, win["x"], win["y"])[0]}
+    detail = f"scaled {k:.2f} with aspect kept ({fit:.0%} of {total} samples match)"
+    if ph < fh or pw < fw:
+        # the bars: one colour, not the picture's (its first and last rows / columns)
+        if ph < fh:
+            bars = [(x, y) for y in list(range(win["y"], oy - 1, 3)) + list(range(oy + ph + 1, win["y"] + fh, 3))
+                    for x in range(win["x"], win["x"] + fw, 7)]
+            edge = [H.rgb_at(spx, sw, u, v) for v in (0, sh - 1) for u in range(0, sw, 7)]
+        else:
+            bars = [(x, y) for x in list(range(win["x"], ox - 1, 3)) + list(range(ox + pw + 1, win["x"] + fw, 3))
+                    for y in range(win["y"], win["y"] + fh, 7)]
+            edge = [H.rgb_at(spx, sw, u, v) for u in (0, sw - 1) for v in range(0, sh, 7)]
+        colours = {H.rgb_at(opx, ow, x, y) for x, y in bars}
+        if len(colours) != 1:
+            raise CaseFailure(f"{tag}: the bars beside the scaled picture are not one colour: {sorted(colours)[:6]}")
+        bar = colours.pop()
+        hits = sum(1 for c in edge if _close(c, bar, 4))
+        if hits > len(edge) // 2:
+            raise CaseFailure(f"{tag}: the bars have the picture's edge colour {bar}: cropped or stretched?")
+        detail += f", bars {bar} {(fh - ph) // 2 if ph < fh else (fw - pw) // 2} px"
+    if max(alt.values()) >= fit:
+        raise CaseFailure(f"{tag}: the output matches other placements as well as the fitted one: {alt}")
+    ctx.log(f"{tag}: fit {fit:.3f} over {total} samples, alternatives {alt}")
+    return detail
+
+
+def _corners(ctx, path, rect, want, what):
+    """Pixels just inside the corners and edge middles of rect (x, y, w, h) in PNG `path`,
+    except its top-left corner, must be `want`."""
+    w, h, px = H.read_png_rgb(path)
+    x, y, rw, rh = rect
+    pts = [(x + rw - 3, y + 2), (x + 2, y + rh - 3), (x + rw - 3, y + rh - 3), (x + rw - 3, y + rh // 2),
+           (x + rw // 2, y + rh - 3)]
+    bad = [(p, H.rgb_at(px, w, *p)) for p in pts if H.rgb_at(px, w, *p) != want]
+    if bad:
+        raise CaseFailure(f"{what}: {bad} are not {want} (see {path})")
+
+
+# ------------------------------------------------------------------------ cases
+def case_desktop_weston(ctx):
+    """weston's DRM backend with its GL renderer on virgl, zero-copy through scanway: text typed
+    through scanway's seat into a weston-terminal runs a command; a click on the other terminal
+    moves the keyboard focus there (the click lands where the pointer is); after a window
+    resize, which weston does not follow, scanway shows the guest's picture scaled with its
+    aspect kept."""
+    b, g = _start(ctx, "desktop-weston")
+    line = g.wait(r"^GUEST-DESKTOP weston-ready.*$", ctx.deadline.left(DESKTOP_BOOT), "weston's ready line").group(0)
+    t_ready = time.monotonic() - ctx.log.t0
+    renderer = g.wait(r"^GUEST-WESTON-RENDERER (.*)$", 5, "weston's renderer line").group(1).strip()
+    if not renderer.startswith("virgl"):
+        raise CaseFailure(f"weston's GL renderer is not virgl: {renderer!r} ({line})")
+    s = _check_virgl_scanout(ctx, b, g)
+    win = s["window"]
+    details = [f"weston GL renderer {renderer!r}", f"zero-copy 1280x800 after {t_ready:.0f}s"]
+    views = {m.group(1): tuple(int(v) for v in m.group(2, 3, 4, 5)) for m in
+             re.finditer(r"^GUEST-WESTON-VIEW (\w) (-?\d+) (-?\d+) (-?\d+) (-?\d+)", g.serial_text(), re.M)}
+    if set(views) != {"A", "B"}:
+        raise CaseFailure(f"weston's scene graph: terminal views {views}")
+    a, bv = views["A"], views["B"]
+    # terminal B opened last, on top: click its middle, type
+    _type_into(ctx, b, g, win, (bv[0] + bv[2]) // 2, (bv[1] + bv[3]) // 2, "B", 1)
+    details.append("typed command ran in terminal B")
+    # a point of terminal A that B does not cover (away from A's title bar and edges)
+    pts = [(x, y) for y in range(a[1] + 90, a[3] - 40, 20) for x in range(a[0] + 60, a[2] - 60, 20)
+           if not (bv[0] - 10 <= x <= bv[2] + 10 and bv[1] - 10 <= y <= bv[3] + 10)
+           and 0 <= x < s["width"] and 0 <= y < s["height"]]
+    if not pts:
+        raise CaseFailure(f"terminal B {bv} covers terminal A {a}")
+    gx, gy = pts[len(pts) // 2]
+    _type_into(ctx, b, g, win, gx, gy, "A", 2)
+    details.append(f"a click at guest {gx},{gy} (A only) moved the focus to terminal A")
+
+    # resize to another aspect ratio: the guest gets the hotplug and weston logs that it
+    # ignores it; scanway keeps showing the 1280x800 scanout, fitted into 1024x768
+    b.ctl("window", "--guest", "g0", "--size", "1024x768")
+    g.wait(r"^GUEST-DESKTOP drm-hotplug", ctx.deadline.left(30), "the guest's drm hotplug uevent")
+    m = g.wait(r"^GUEST-WESTON .*(Detected a monitor change on head[^,]*).*$", ctx.deadline.left(30),
+               "weston's monitor-change log line")
+    s = _wait_scanout(ctx, b, "window 1024x768",
+                      lambda s: (s.get("window") or {}).get("width") == 1024
+                      and (s.get("window") or {}).get("height") == 768, tag="resized")
+    if (s.get("width"), s.get("height")) != (1280, 800):
+        raise CaseFailure(f"weston switched modes after all: scanout {s}")
+    details.append(f"resize to 1024x768: weston stays 1280x800 ({m.group(1).strip()})")
+    # the pointer off the window, so that no cursor is drawn over the picture
+    b.ctl("input", "move:1900,1070")
+    shot_s, shot_o = ctx.dir / "resized-scanout.png", ctx.dir / "resized-output.png"
+    last = None
+    for attempt in range(3):  # the window's new frame may lag the list by one redraw
+        b.shot_scanout("g0", 0, shot_s, g)
+        b.shot_output(shot_o, g)
+        try:
+            details.append("scanway shows it " + check_fitted(ctx, shot_s, shot_o, s["window"], "resized"))
+            break
+        except CaseFailure as e:
+            last = e
+            time.sleep(0.5)
+    else:
+        raise last
+    ctx.finish(b, g)
+    return ", ".join(details)
+
+
+def case_desktop_xorg(ctx):
+    """Xorg (modesetting, glamor on virgl) with twm and an xterm, zero-copy through scanway:
+    text typed into the xterm runs a command; a window resize changes the X screen's size
+    (udev's rule runs `xrandr --auto` on the hotplug) and the picture fills the window."""
+    b, g = _start(ctx, "desktop-xorg")
+    line = g.wait(r"^GUEST-DESKTOP xorg-ready.*$", ctx.deadline.left(DESKTOP_BOOT), "Xorg's ready line").group(0)
+    t_ready = time.monotonic() - ctx.log.t0
+    glamor = g.wait(r"^GUEST-XORG-GLAMOR (.*)$", 5, "the glamor line").group(1).strip()
+    if not glamor.startswith("virgl"):
+        raise CaseFailure(f"glamor does not run on virgl: {glamor!r} ({line})")
+    s = _check_virgl_scanout(ctx, b, g)
+    win = s["window"]
+    details = [f"glamor on {glamor!r}", f"zero-copy 1280x800 after {t_ready:.0f}s"]
+    m = re.search(r"^GUEST-X-WINDOW xterm x=(\d+) y=(\d+) w=(\d+) h=(\d+)", g.serial_text(), re.M)
+    if not m:
+        raise CaseFailure("no GUEST-X-WINDOW line for the xterm")
+    x, y, w, h = (int(v) for v in m.groups())
+    _type_into(ctx, b, g, win, x + w // 2, y + h // 2, "X", 1)
+    details.append("typed command ran in the xterm")
+
+    b.ctl("window", "--guest", "g0", "--size", "1024x640")
+    xr = g.wait(r"^GUEST-XRANDR Screen 0: .*current 1024 x 640.*$", ctx.deadline.left(60),
+                "xrandr reporting the 1024x640 screen").group(0)
+    ctx.log(f"g0: {xr}")
+    if not re.search(r"^GUEST-X-HOTPLUG display=:0 xrandr --output Virtual-1 --auto$", g.serial_text(), re.M):
+        raise CaseFailure("the screen changed without the udev rule's xrandr --auto")
+    s = _wait_scanout(ctx, b, "the 1024x640 screen, zero-copy, in a 1024x640 window",
+                      lambda s: (s.get("width"), s.get("height")) == (1024, 640) and s.get("path") == "zero-copy"
+                      and ((s.get("window") or {}).get("width"), (s.get("window") or {}).get("height")) == (1024, 640),
+                      tag="resized")
+    details.append("resize: udev's xrandr --auto gave X a 1024x640 screen (zero-copy)")
+    # the picture fills the window: the root window's colour at its far corners and edges, in
+    # the scanout and where the window is in the output
+    b.ctl("input", "move:1900,1070")
+    win = s["window"]
+    shot_s, shot_o = ctx.dir / "resized-scanout.png", ctx.dir / "resized-output.png"
+    for attempt in range(3):
+        try:
+            b.shot_scanout("g0", 0, shot_s, g)
+            _corners(ctx, shot_s, (0, 0, 1024, 640), XROOT, "the resized scanout")
+            b.shot_output(shot_o, g)
+            _corners(ctx, shot_o, (win["x"], win["y"], 1024, 640), XROOT, "the resized window in the output")
+            break
+        except CaseFailure:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    details.append("the X screen fills the window")
+    # input follows the new size: the xterm takes text again
+    _type_into(ctx, b, g, win, x + w // 2, y + h // 2, "X", 2)
+    details.append("typed again after the resize")
+    ctx.finish(b, g)
+    return ", ".join(details)
