@@ -38,11 +38,13 @@ fi
 # build: smithay's native dependencies
 pkgs=(pkg-config gcc libc6-dev libudev-dev libseat-dev libinput-dev libxkbcommon-dev
 	libpixman-1-dev libgbm-dev libwayland-dev libegl1 libegl-mesa0 libgl1-mesa-dri libwayland-egl1
-	libvirglrenderer-dev libepoxy-dev libclang-dev)
+	libvirglrenderer-dev libepoxy-dev libclang-dev libvirt-dev)
 # run: the demo guest
 pkgs+=(qemu-system-x86 qemu-system-gui python3 cpio kmod xz-utils zstd libdrm-dev)
 if [ "${1:-}" = --test ]; then
 	pkgs+=(xvfb imagemagick edid-decode weston xauth debootstrap e2fsprogs libegl-dev libgles-dev xdotool)
+	# the libvirt case: libvirtd and virtlogd started by the test itself
+	pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 fi
 
 missing=()

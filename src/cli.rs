@@ -6,19 +6,51 @@ use std::{path::PathBuf, process::ExitCode, str::FromStr};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::control::{self, Request};
+use crate::{
+    attach,
+    control::{self, Request},
+};
 
 /// Largest number of scanouts a virtio-gpu device may have (virtio 1.2, 5.7.4).
 pub const MAX_OUTPUTS: u32 = 16;
 
 #[derive(Parser, Debug)]
 #[command(name = "scanway", version, about = "Virtual machine screens as Wayland compositor windows")]
+#[command(subcommand_required = false, arg_required_else_help = true)]
 pub struct Cli {
     /// Control socket of the running instance (default: $XDG_RUNTIME_DIR/scanway.sock).
     #[arg(long, global = true)]
     pub control: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendProgramArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// scanway as a VMM's vhost-user GPU backend program (QEMU's `docs/interop/vhost-user.rst`,
+/// "Backend program conventions"; how libvirt starts one per VM): see [`crate::attach`].
+#[derive(clap::Args, Debug, Default)]
+pub struct BackendProgramArgs {
+    /// Print the backend's capabilities as JSON (`{"type":"gpu","features":[...]}`) and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+    /// Hand the VMM's vhost-user connection, descriptor N, to the running scanway, and live
+    /// as long as that VM.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
+    /// The VM asked for 3D (virgl).
+    #[arg(long, requires = "fd")]
+    pub virgl: bool,
+    /// Accepted for libvirt; scanway renders with the compositor's own GPU.
+    #[arg(long, value_name = "PATH", requires = "fd")]
+    pub render_node: Option<PathBuf>,
+    /// The guest's name (default: the libvirt domain's, from its pidfile).
+    #[arg(long, requires = "fd")]
+    pub name: Option<String>,
+    /// The running scanway's attach socket (default: $SCANWAY_ATTACH_SOCKET, else
+    /// /run/scanway/attach.sock).
+    #[arg(long, value_name = "PATH", requires = "fd")]
+    pub attach_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +180,10 @@ pub struct RunArgs {
     /// Configuration file (TOML; default $XDG_CONFIG_HOME/scanway/config.toml if it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where VMs started by libvirt attach (`scanway --fd=N`, one process per VM): default
+    /// /run/scanway/attach.sock, skipped with a log line when it cannot be made.
+    #[arg(long, value_name = "PATH")]
+    pub attach_socket: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -261,10 +297,14 @@ impl FromStr for GuestSpec {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_none() {
+        return backend_program(cli.backend);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "scanway=info,warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -276,8 +316,35 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `scanway --print-capabilities` / `scanway --fd=N ...` (no subcommand).
+fn backend_program(args: BackendProgramArgs) -> ExitCode {
+    if args.print_capabilities {
+        println!("{}", attach::capabilities_json());
+        return ExitCode::SUCCESS;
+    }
+    let Some(fd) = args.fd else {
+        eprintln!("scanway: a subcommand, --print-capabilities or --fd=N is needed (see --help)");
+        return ExitCode::from(2);
+    };
+    let backend = attach::BackendArgs {
+        fd,
+        virgl: args.virgl,
+        render_node: args.render_node,
+        name: args.name,
+        attach_socket: args.attach_socket,
+    };
+    match attach::run_backend(backend) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            attach::report_failure(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else { bail!("no subcommand") };
+    match command {
         Command::Run(args) => {
             let mut names: Vec<&str> = args.guests.iter().map(|g| g.name.as_str()).collect();
             names.sort_unstable();

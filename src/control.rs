@@ -529,7 +529,13 @@ pub fn format_list(reply: &Value) -> String {
     let mut out = String::new();
     for g in array(reply, "guests") {
         let state = if g.get("connected") == Some(&Value::Bool(true)) { "connected" } else { "waiting" };
-        out += &format!("guest {} ({state}) on {}\n", str_of(g, "name"), str_of(g, "socket"));
+        let source = match g.get("socket").and_then(Value::as_str) {
+            Some(socket) => format!("on {socket}"),
+            None => {
+                format!("attached by {}", g.get("attached_by").and_then(Value::as_str).unwrap_or("a backend process"))
+            }
+        };
+        out += &format!("guest {} ({state}) {source}\n", str_of(g, "name"));
         match g.get("ui") {
             Some(Value::Object(ui)) if ui.contains_key("linked") => out += "  VMM UI: linked (resize, input)\n",
             Some(Value::Object(ui)) => {

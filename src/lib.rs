@@ -13,6 +13,7 @@
 //!    the resource's GL texture, and the scanout's space element reports only that damage to
 //!    smithay's damage tracker, which repaints only that region of the output.
 
+pub mod attach;
 pub mod cli;
 pub mod compositor;
 pub mod control;

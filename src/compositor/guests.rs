@@ -1,7 +1,10 @@
-//! Guests on the event loop: one listening vhost-user socket per guest, at most one VMM
-//! connection at a time, and the queue kick eventfds, all calloop sources of the compositor's
-//! loop. A guest that disconnects loses its windows and resources and its socket listens again;
-//! other guests never notice.
+//! Guests on the event loop: one listening vhost-user socket per `--guest`, or a VMM
+//! connection handed over by a backend process (`scanway --fd=N`, see [`crate::attach`] and
+//! [`super::attach`]); at most one VMM connection per guest at a time, and the queue kick
+//! eventfds, all calloop sources of the compositor's loop. A guest that disconnects loses its
+//! windows and resources and its socket listens again (an attached guest keeps its slot, so
+//! that its windows come back where they were when the VM is attached again); other guests
+//! never notice.
 
 use std::{
     os::{
@@ -21,7 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::State;
 use crate::{
     cli::GuestSpec,
-    compositor::qemu_ui::QemuUi,
+    compositor::qemu_ui::{QemuUi, UiLink},
     scanout::GuestScanouts,
     virtio::{
         device::GpuConfig,
@@ -43,14 +46,19 @@ impl AsFd for Connection {
 pub struct Guest {
     /// Name from `--guest NAME=...`.
     pub name: String,
-    /// The vhost-user socket scanway listens on.
-    pub socket: PathBuf,
+    /// The vhost-user socket scanway listens on; `None` for a guest attached by a backend
+    /// process.
+    pub socket: Option<PathBuf>,
     /// The device (shared with the vhost request handler while a VMM is connected).
     pub device: Arc<Mutex<VhostUserGpu>>,
     /// The guest's scanouts as windows.
     pub scanouts: GuestScanouts,
-    /// The VM's QMP socket (`--guest ...,qmp=PATH`), to link to QEMU's D-Bus display.
-    pub qmp: Option<PathBuf>,
+    /// How to reach the VM's D-Bus display (`--guest ...,qmp=PATH`, or the libvirt domain of
+    /// an attached VM).
+    pub link: Option<UiLink>,
+    /// The backend process's attach connection (attached guests): closed when the VMM goes
+    /// away, which ends that process.
+    pub attach: Option<UnixStream>,
     /// The link to the VMM's UI (display changes, input) while a VMM is connected.
     pub ui: Option<QemuUi>,
     connection: Option<RegistrationToken>,
@@ -82,29 +90,7 @@ pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyh
     let listener =
         UnixListener::bind(&spec.socket).with_context(|| format!("listening on {}", spec.socket.display()))?;
     listener.set_nonblocking(true)?;
-    let num_scanouts = config.num_scanouts;
-    let index = state.comp.guests.len();
-    // The vhost crate's request handler takes an `Arc`; the device (with its Rc-shared virgl
-    // state) never leaves the event loop's thread, so neither Send nor Sync is needed.
-    #[allow(clippy::arc_with_non_send_sync)]
-    let device = Arc::new(Mutex::new(VhostUserGpu::new(config)));
-    let scanouts = GuestScanouts::new(&spec.name, num_scanouts);
-    let color = state.comp.config.guest_color(&spec.name);
-    let scale = state.comp.config.guests.get(&spec.name).and_then(|g| g.scale).unwrap_or_default();
-    for window in scanouts.windows() {
-        window.with_decoration(|d| d.color = color);
-        window.set_scale_mode(scale);
-    }
-    state.comp.guests.push(Guest {
-        name: spec.name.clone(),
-        socket: spec.socket.clone(),
-        device,
-        scanouts,
-        qmp: spec.qmp.clone(),
-        ui: None,
-        connection: None,
-        kicks: [None, None],
-    });
+    let index = push_guest(state, &spec.name, Some(spec.socket.clone()), spec.qmp.clone().map(UiLink::Qmp), config);
     state
         .comp
         .loop_handle
@@ -126,7 +112,43 @@ pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyh
     Ok(index)
 }
 
-fn accept(state: &mut State, index: usize, stream: UnixStream) {
+/// Add a guest slot (no VMM connected yet). Returns its index in `state.comp.guests`.
+pub fn push_guest(
+    state: &mut State,
+    name: &str,
+    socket: Option<PathBuf>,
+    link: Option<UiLink>,
+    config: GpuConfig,
+) -> usize {
+    let num_scanouts = config.num_scanouts;
+    let index = state.comp.guests.len();
+    // The vhost crate's request handler takes an `Arc`; the device (with its Rc-shared virgl
+    // state) never leaves the event loop's thread, so neither Send nor Sync is needed.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let device = Arc::new(Mutex::new(VhostUserGpu::new(config)));
+    let scanouts = GuestScanouts::new(name, num_scanouts);
+    let color = state.comp.config.guest_color(name);
+    let scale = state.comp.config.guests.get(name).and_then(|g| g.scale).unwrap_or_default();
+    for window in scanouts.windows() {
+        window.with_decoration(|d| d.color = color);
+        window.set_scale_mode(scale);
+    }
+    state.comp.guests.push(Guest {
+        name: name.to_owned(),
+        socket,
+        device,
+        scanouts,
+        link,
+        attach: None,
+        ui: None,
+        connection: None,
+        kicks: [None, None],
+    });
+    index
+}
+
+/// Serve the VMM connection `stream` as guest `index` (refused when one is attached already).
+pub fn accept(state: &mut State, index: usize, stream: UnixStream) {
     let Some(guest) = state.comp.guests.get_mut(index) else { return };
     if guest.connected() {
         warn!(guest = %guest.name, "refusing a second VMM connection while one is attached");
@@ -161,7 +183,7 @@ fn accept(state: &mut State, index: usize, stream: UnixStream) {
     match token {
         Ok(token) => {
             guest.connection = Some(token);
-            guest.ui = guest.qmp.as_ref().map(|qmp| QemuUi::spawn(&guest.name, qmp));
+            guest.ui = guest.link.as_ref().map(|link| QemuUi::spawn(&guest.name, link));
             info!(guest = %guest.name, "VMM connected");
             println!("scanway: guest {} connected", guest.name);
         }
@@ -213,6 +235,8 @@ fn disconnect(state: &mut State, index: usize) {
     // The connection's own source is removed by returning PostAction::Remove.
     guest.connection = None;
     guest.ui = None;
+    // ends the backend process of an attached guest (libvirt's per-VM process)
+    guest.attach = None;
     lock(&guest.device).reset();
     // Reset emitted ResourceDestroyed/ScanoutSet events; drop them with the textures.
     let _ = lock(&guest.device).gpu_mut().drain_events().count();

@@ -10,6 +10,7 @@
 //! Idle`. Changes while a frame is queued fold into that frame. Guest flushes never wait for a
 //! frame: the ctrl queue is answered first, the pixels follow on the next frame.
 
+pub mod attach;
 pub mod config;
 pub mod decoration;
 pub mod element;
@@ -144,6 +145,10 @@ pub struct Comp {
     pub fullscreen: Option<input::Restore>,
     /// The statistics overlay is shown on guest windows.
     pub overlay: bool,
+    /// Device settings for guests attached through the attach socket (name set per guest).
+    pub guest_template: GpuConfig,
+    /// The attach socket, when listening (removed at exit).
+    pub attach_socket: Option<PathBuf>,
     _output_manager_state: OutputManagerState,
 }
 
@@ -202,6 +207,13 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         grab: None,
         fullscreen: None,
         overlay: false,
+        guest_template: GpuConfig {
+            num_scanouts: 1,
+            preferred_size: (args.guest_size.width, args.guest_size.height),
+            max_host_memory: args.max_resource_memory.saturating_mul(1024 * 1024),
+            name: String::new(),
+        },
+        attach_socket: None,
     };
     comp.set_outputs(&[], &outputs);
     let mut state = State { backend, comp };
@@ -250,16 +262,23 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
 
     // Guests.
     for spec in &args.guests {
-        let config = GpuConfig {
-            num_scanouts: spec.outputs,
-            preferred_size: (args.guest_size.width, args.guest_size.height),
-            max_host_memory: args.max_resource_memory.saturating_mul(1024 * 1024),
-            name: spec.name.clone(),
-        };
+        let config =
+            GpuConfig { num_scanouts: spec.outputs, name: spec.name.clone(), ..state.comp.guest_template.clone() };
         let index = guests::add_guest(&mut state, spec, config)?;
         if let (Some(shared), Some(guest), false) = (state.comp.virgl.clone(), state.comp.guests.get(index), spec.no_3d)
         {
             lock(&guest.device).gpu_mut().enable_3d(Virgl3d::new(shared));
+        }
+    }
+
+    // VMs handed over by backend processes (libvirt).
+    match &args.attach_socket {
+        Some(path) => attach::listen(&mut state, path)?,
+        None => {
+            let path = attach::default_path();
+            if let Err(e) = attach::listen(&mut state, &path) {
+                info!("no attach socket, so VMs started by libvirt cannot attach: {e:#}");
+            }
         }
     }
 
@@ -299,7 +318,8 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
     for guest in &state.comp.guests {
         lock(&guest.device).reset();
     }
-    let sockets: Vec<PathBuf> = state.comp.guests.drain(..).map(|g| g.socket).collect();
+    let mut sockets: Vec<PathBuf> = state.comp.guests.drain(..).filter_map(|g| g.socket).collect();
+    sockets.extend(state.comp.attach_socket.take());
     state.comp.virgl = None;
     for socket in sockets {
         let _ = std::fs::remove_file(socket);
@@ -676,7 +696,7 @@ impl Comp {
                     .map(|(id, r)| json!({"id": id, "width": r.width, "height": r.height, "format": r.format.name()}))
                     .collect();
                 let ui = match guest.ui.as_ref().map(qemu_ui::QemuUi::status) {
-                    None if guest.qmp.is_none() => json!("none"),
+                    None if guest.link.is_none() => json!("none"),
                     None => json!("waiting for the VMM"),
                     Some(qemu_ui::UiStatus::Connecting) => json!("connecting"),
                     Some(qemu_ui::UiStatus::Linked { heads }) => json!({"linked": heads}),
@@ -684,6 +704,11 @@ impl Comp {
                 };
                 json!({
                     "name": guest.name, "socket": guest.socket, "connected": guest.connected(),
+                    "attached_by": match (&guest.socket, &guest.link) {
+                        (Some(_), _) => Value::Null,
+                        (None, Some(qemu_ui::UiLink::Libvirt(d))) => json!(format!("libvirt domain {} ({})", d.short_name, d.uri)),
+                        (None, _) => json!("a backend process"),
+                    },
                     "ui": ui,
                     "host_memory": gpu.host_memory_used(),
                     "scanouts": scanouts, "resources": resources,

@@ -10,17 +10,24 @@
 //! - `Keyboard.Press/Release` (QEMU key numbers, see [`qnum_from_evdev`]) and
 //!   `Mouse.SetAbsPosition/Press/Release` (console pixels) reach the guest's input devices.
 //!
-//! The link is made over QMP: scanway connects to the VM's QMP socket, passes one end of a
-//! socket pair with `getfd`, asks QEMU to serve D-Bus on it with `add_client`
-//! (`protocol=@dbus-display`), and closes QMP again (so other QMP clients, like a test harness,
-//! can use it). D-Bus calls are blocking, so one worker thread per guest makes them; the event
-//! loop only queues [`UiRequest`]s and never waits.
+//! The link is made one of two ways ([`UiLink`]):
+//! - over QMP: scanway connects to the VM's QMP socket, passes one end of a socket pair with
+//!   `getfd`, asks QEMU to serve D-Bus on it with `add_client` (`protocol=@dbus-display`), and
+//!   closes QMP again (so other QMP clients, like a test harness, can use it);
+//! - through libvirt, which owns the QMP socket of the VMs it runs: `virDomainOpenGraphicsFD`
+//!   on the domain's `<graphics type='dbus'/>` does the same `getfd` + `add_client` and hands
+//!   over the descriptor.
+//!
+//! D-Bus and libvirt calls are blocking, so one worker thread per guest makes them; the event
+//! loop only queues [`UiRequest`]s and never waits (libvirt holds a starting domain locked
+//! while its vhost-user backend, scanway, must answer QEMU: a libvirt call on the event loop
+//! could deadlock both).
 
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},
     os::{fd::AsRawFd, unix::net::UnixStream},
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         mpsc::{self, Receiver, Sender},
@@ -34,6 +41,8 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use zbus::zvariant::OwnedValue;
+
+use crate::attach::LibvirtDomain;
 
 /// How long the worker keeps trying to reach QMP after the VMM connected.
 const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -66,6 +75,24 @@ pub enum UiStatus {
     Failed(String),
 }
 
+/// Where a guest's D-Bus display is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UiLink {
+    /// The VM's QMP socket (QEMU `-qmp unix:PATH,server=on,wait=off`).
+    Qmp(PathBuf),
+    /// A libvirt domain with `<graphics type='dbus'/>`.
+    Libvirt(LibvirtDomain),
+}
+
+impl std::fmt::Display for UiLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UiLink::Qmp(path) => write!(f, "QMP {}", path.display()),
+            UiLink::Libvirt(d) => write!(f, "libvirt {} domain {} ({})", d.uri, d.id, d.short_name),
+        }
+    }
+}
+
 /// One guest's link to its VMM's UI. Dropping it ends the worker (after its current call).
 pub struct QemuUi {
     tx: Sender<UiRequest>,
@@ -73,16 +100,16 @@ pub struct QemuUi {
 }
 
 impl QemuUi {
-    /// Start linking to the VM whose QMP socket is `qmp` (for guest `guest`, in logs).
-    pub fn spawn(guest: &str, qmp: &Path) -> QemuUi {
+    /// Start linking to the VM's display through `link` (for guest `guest`, in logs).
+    pub fn spawn(guest: &str, link: &UiLink) -> QemuUi {
         let (tx, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(UiStatus::Connecting));
         let worker_status = status.clone();
         let guest = guest.to_string();
-        let qmp = qmp.to_path_buf();
+        let link = link.clone();
         let spawned = thread::Builder::new().name(format!("qemu-ui-{guest}")).spawn(move || {
             let set = |s: UiStatus| *worker_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = s;
-            match Link::connect(&qmp) {
+            match Link::connect(&link) {
                 Ok(link) => {
                     let mut heads: Vec<u32> = link.consoles.keys().copied().collect();
                     heads.sort_unstable();
@@ -91,7 +118,7 @@ impl QemuUi {
                     link.serve(&guest, &rx);
                 }
                 Err(e) => {
-                    warn!(guest, "no link to QEMU's D-Bus display through {}: {e:#}", qmp.display());
+                    warn!(guest, "no link to QEMU's D-Bus display through {link}: {e:#}");
                     set(UiStatus::Failed(format!("{e:#}")));
                 }
             }
@@ -122,8 +149,11 @@ struct Link {
 }
 
 impl Link {
-    fn connect(qmp: &Path) -> anyhow::Result<Link> {
-        let stream = dbus_stream_over_qmp(qmp)?;
+    fn connect(link: &UiLink) -> anyhow::Result<Link> {
+        let stream = match link {
+            UiLink::Qmp(qmp) => dbus_stream_over_qmp(qmp)?,
+            UiLink::Libvirt(domain) => dbus_stream_from_libvirt(domain)?,
+        };
         let conn = zbus::blocking::connection::Builder::async_io_unix_stream(stream)
             .p2p()
             .build()
@@ -245,6 +275,53 @@ fn dbus_stream_over_qmp(qmp: &Path) -> anyhow::Result<UnixStream> {
     Ok(ours)
 }
 
+/// Ask libvirt for a connection to `domain`'s D-Bus display (`virDomainOpenGraphicsFD` on its
+/// first `<graphics type='dbus'/>`); retried while the domain is still starting.
+fn dbus_stream_from_libvirt(domain: &LibvirtDomain) -> anyhow::Result<UnixStream> {
+    use std::os::fd::FromRawFd;
+    let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match open_libvirt_graphics(domain) {
+            Ok(fd) => {
+                // SAFETY: libvirt hands us a new descriptor to own.
+                return Ok(unsafe { UnixStream::from_raw_fd(fd) });
+            }
+            Err(e) => {
+                debug!("libvirt graphics of {}: {e:#}; retrying", domain.short_name);
+                last = Some(e);
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("timed out"))).context("virDomainOpenGraphicsFD")
+}
+
+fn open_libvirt_graphics(domain: &LibvirtDomain) -> anyhow::Result<i32> {
+    let conn =
+        virt::connect::Connect::open(Some(&domain.uri)).with_context(|| format!("connecting to {}", domain.uri))?;
+    let dom = virt::domain::Domain::lookup_by_id(&conn, domain.id).context("looking the domain up")?;
+    if !dom.is_active().unwrap_or(false) {
+        bail!("domain not running yet");
+    }
+    let xml = dom.get_xml_desc(0).context("domain XML")?;
+    let index = graphics_index(&xml, "dbus")
+        .ok_or_else(|| anyhow!("the domain has no <graphics type='dbus'/> (input and resize need it)"))?;
+    let fd = dom.open_graphics_fd(index, 0).context("opening the D-Bus display")?;
+    i32::try_from(fd).map_err(|_| anyhow!("bad descriptor {fd}"))
+}
+
+/// Index, among a domain XML's `<graphics>` elements, of the first of type `kind`.
+fn graphics_index(xml: &str, kind: &str) -> Option<u32> {
+    let single = format!("type='{kind}'");
+    let double = format!("type=\"{kind}\"");
+    let index = xml.split("<graphics").skip(1).position(|element| {
+        let head = element.split('>').next().unwrap_or("");
+        head.contains(&single) || head.contains(&double)
+    })?;
+    u32::try_from(index).ok()
+}
+
 /// A minimal QMP client: one command at a time, events skipped.
 struct Qmp {
     stream: UnixStream,
@@ -347,6 +424,15 @@ mod tests {
         assert_eq!(qnum_from_evdev(103), Some(0xc8)); // up: E0 48
         assert_eq!(qnum_from_evdev(0), None);
         assert_eq!(qnum_from_evdev(0x110), None);
+    }
+
+    #[test]
+    fn graphics_index_of_dbus() {
+        let xml = "<domain><devices><graphics type='vnc' port='-1'/><graphics type='dbus' p2p='yes'>\
+                   <gl enable='yes'/></graphics></devices></domain>";
+        assert_eq!(graphics_index(xml, "dbus"), Some(1));
+        assert_eq!(graphics_index(xml, "vnc"), Some(0));
+        assert_eq!(graphics_index("<domain/>", "dbus"), None);
     }
 
     #[test]

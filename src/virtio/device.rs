@@ -700,6 +700,12 @@ impl Gpu {
         self.virgl = Some(virgl);
     }
 
+    /// Offer no 3D from now on (for a device with no VMM attached: its 3D resources and
+    /// contexts, if any, go with the virgl state).
+    pub fn disable_3d(&mut self) {
+        self.virgl = None;
+    }
+
     /// Whether 3D is on.
     pub fn has_3d(&self) -> bool {
         self.virgl.is_some()

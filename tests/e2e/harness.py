@@ -454,14 +454,40 @@ class Ctx:
         self.log.close()
 
 
+# what must not change on a guest's scanout while another guest comes and goes
+# (its window's position may: a compositor may re-arrange its windows)
+SCANOUT_STATE = ("enabled", "width", "height", "resource_id", "format", "flush_count")
+
+
+def guest_entry(listing, name):
+    """Guest `name` of a `scanway list --json` listing."""
+    for g in listing.get("guests", []):
+        if g.get("name") == name:
+            return g
+    raise CaseFailure(f"scanway list: no guest {name}")
+
+
+def scanout(listing, name, sid):
+    """Scanout `sid` of guest `name` of a `scanway list --json` listing."""
+    for s in guest_entry(listing, name).get("scanouts", []):
+        if s.get("id") == sid:
+            return s
+    raise CaseFailure(f"scanway list: guest {name} has no scanout {sid}")
+
+
 # --------------------------------------------------------------------- backends
 class Scanway:
     kind = "scanway"
     force_heads = False  # scanway answers GET_DISPLAY_INFO itself: every output enabled
 
-    def __init__(self, ctx, binary, *, backend="headless", size=None, env=None, stop_grace=15.0, extra=None):
+    def __init__(self, ctx, binary, *, backend="headless", size=None, env=None, stop_grace=15.0, extra=None,
+                 run_args=()):
         self.ctx, self.bin, self.backend, self.size = ctx, str(binary), backend, size
         self.extra = extra or {}
+        self.run_args = [str(a) for a in run_args]  # more `scanway run` options
+        if "--attach-socket" not in self.run_args:
+            # not the system-wide default: a case's scanway must not take VMs meant for another
+            self.run_args += ["--attach-socket", str(ctx.tmp / "attach.sock")]
         self.control = ctx.tmp / "ctl.sock"
         self.env = dict(os.environ if env is None else env)
         xdg = ctx.tmp / "xdg"
@@ -473,7 +499,7 @@ class Scanway:
 
     def start(self, guests):
         """guests: {name: (socket, outputs)}; returns once every guest listens."""
-        argv = [self.bin, "run", "--backend", self.backend, "--control", self.control]
+        argv = [self.bin, "run", "--backend", self.backend, "--control", self.control, *self.run_args]
         if self.size:
             argv += ["--size", self.size]
         for name, (sock, outputs) in guests.items():
@@ -526,6 +552,19 @@ class Scanway:
             return json.loads(out)
         except ValueError as e:
             raise CaseFailure(f"scanway list --json is not JSON: {e}")
+
+    def wait_ui_linked(self, name, timeout=30):
+        """scanway's link to guest `name`'s QEMU D-Bus display is up; returns its state."""
+        end = time.monotonic() + self.ctx.deadline.left(timeout)
+        while True:
+            ui = guest_entry(self.list(), name).get("ui")
+            if isinstance(ui, dict) and "linked" in ui:
+                return ui
+            if isinstance(ui, dict) and "failed" in ui:
+                raise CaseFailure(f"scanway could not link to {name}'s QEMU D-Bus display: {ui['failed']}")
+            if time.monotonic() > end:
+                raise CaseFailure(f"scanway's link to {name}'s QEMU D-Bus display: {ui}")
+            time.sleep(0.2)
 
     def shot_scanout(self, name, scanout, path, guest=None):
         self.ctl("screenshot", "--guest", name, "--scanout", str(scanout), "-o", str(path))

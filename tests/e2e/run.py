@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as H  # noqa: E402
 import desktop  # noqa: E402  (the desktop-* cases)
 from harness import CaseFailure, Skip  # noqa: E402
+from libvirt_case import case_libvirt  # noqa: E402  (the libvirt case)
 
 BOOT = 120  # seconds to the READY line (boot is ~5-10 s under TCG here)
 
@@ -47,19 +48,8 @@ def size_of(line):
     return f"{m.group(1)}x{m.group(2)}"
 
 
-def scanout_info(listing, name, sid):
-    g = guest_info(listing, name)
-    for s in g.get("scanouts", []):
-        if s.get("id") == sid:
-            return s
-    raise CaseFailure(f"scanway list: guest {name} has no scanout {sid}")
-
-
-def guest_info(listing, name):
-    for g in listing.get("guests", []):
-        if g.get("name") == name:
-            return g
-    raise CaseFailure(f"scanway list: no guest {name}")
+scanout_info = H.scanout
+guest_info = H.guest_entry
 
 
 def assert_scanout(listing, name, sid, size):
@@ -79,9 +69,7 @@ def assert_scanout(listing, name, sid, size):
     return s
 
 
-# what must not change on a guest's scanout while another guest comes and goes
-# (its window's position may: a compositor may re-arrange its windows)
-SCANOUT_STATE = ("enabled", "width", "height", "resource_id", "format", "flush_count")
+SCANOUT_STATE = H.SCANOUT_STATE
 
 
 def scanout_state(listing, name, sid, size):
@@ -460,16 +448,7 @@ def case_nested(ctx):
 
 def wait_ui_linked(ctx, b, name):
     """scanway's link to the guest's QEMU D-Bus display is up."""
-    end = time.monotonic() + ctx.deadline.left(30)
-    while True:
-        ui = guest_info(b.list(), name).get("ui")
-        if isinstance(ui, dict) and "linked" in ui:
-            return ui
-        if isinstance(ui, dict) and "failed" in ui:
-            raise CaseFailure(f"scanway could not link to {name}'s QEMU D-Bus display: {ui['failed']}")
-        if time.monotonic() > end:
-            raise CaseFailure(f"scanway's link to {name}'s QEMU D-Bus display: {ui}")
-        time.sleep(0.2)
+    return b.wait_ui_linked(name)
 
 
 def case_resize(ctx):
@@ -1174,6 +1153,7 @@ CASES = [
     ("gles-pattern", case_gles_pattern, 300),
     ("kmscube-two-guests", case_kmscube_two, 400),
     ("tty", case_tty, 400),
+    ("libvirt", case_libvirt, 480),
     ("desktop-weston", desktop.case_desktop_weston, 600),
     ("desktop-xorg", desktop.case_desktop_xorg, 600),
 ]

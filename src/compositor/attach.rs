@@ -1,0 +1,211 @@
+//! The attach socket: VMM connections handed over by backend processes (`scanway --fd=N`,
+//! one per VM, started by libvirt; see [`crate::attach`]).
+//!
+//! A backend process connects, sends one [`AttachRequest`] line with the VMM's vhost-user
+//! connection as SCM_RIGHTS ancillary data, and gets one answer line. scanway then serves that
+//! connection as a guest exactly like one accepted on a `--guest` socket, and keeps the attach
+//! connection open until the VMM goes away; closing it ends the backend process. A guest
+//! attached under a name seen before takes that guest's slot again (its windows come back
+//! where they were).
+//!
+//! Access: the socket is made `0660`, in the group `libvirt-qemu` (the group libvirt runs QEMU
+//! and its backends as on Debian) where scanway may give it that group; else the directory's
+//! group applies (README, "Your VM in scanway").
+//!
+//! Every connection is non-blocking and read once: a peer that sends nothing, garbage or no
+//! descriptor is answered with an error and dropped; the event loop never waits on it.
+
+use std::{
+    io::ErrorKind,
+    os::{
+        fd::OwnedFd,
+        unix::{
+            fs::PermissionsExt,
+            net::{UnixListener, UnixStream},
+        },
+    },
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use smithay::reexports::calloop::{Interest, Mode, PostAction, generic::Generic};
+use tracing::{debug, info, warn};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+use super::{State, guests, guests::lock, qemu_ui::UiLink};
+use crate::{
+    attach::{AttachRequest, MAX_ATTACH_REQUEST, write_answer},
+    virtio::virgl3d::Virgl3d,
+};
+
+/// Group given to the attach socket when it exists (Debian's libvirt runs QEMU as it).
+const ATTACH_GROUP: &str = "libvirt-qemu";
+/// Most guests one scanway takes through the attach socket (slots are kept for re-attach).
+const MAX_ATTACHED: usize = 64;
+
+/// Listen on `path` for backend processes. Errors: the socket cannot be made (a missing
+/// directory is created, mode 0755).
+pub fn listen(state: &mut State, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by another scanway", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    restrict(path);
+    let path_buf = path.to_path_buf();
+    state
+        .comp
+        .loop_handle
+        .insert_source(Generic::new(listener, Interest::READ, Mode::Level), move |_, listener, state| {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => pending(state, stream),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!("accepting on the attach socket {}: {e}", path_buf.display());
+                        break;
+                    }
+                }
+            }
+            Ok(PostAction::Continue)
+        })
+        .map_err(|e| anyhow::anyhow!("attach socket source: {e}"))?;
+    state.comp.attach_socket = Some(path.to_path_buf());
+    println!("scanway: attach socket {}", path.display());
+    Ok(())
+}
+
+/// Mode 0660 and, where allowed, group `libvirt-qemu`.
+fn restrict(path: &Path) {
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)) {
+        warn!("attach socket {}: chmod: {e}", path.display());
+    }
+    let Ok(group) = std::ffi::CString::new(ATTACH_GROUP) else { return };
+    // SAFETY: getgrnam returns NULL or a pointer to a static record, read at once.
+    let gid = unsafe {
+        let g = libc::getgrnam(group.as_ptr());
+        if g.is_null() {
+            return;
+        }
+        (*g).gr_gid
+    };
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
+    // SAFETY: a NUL-terminated path; -1 keeps the owner.
+    if unsafe { libc::chown(c_path.as_ptr(), u32::MAX, gid) } != 0 {
+        debug!(
+            "attach socket {}: group {ATTACH_GROUP}: {} (the directory's group applies)",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A new backend connection: read its request when it arrives.
+fn pending(state: &mut State, stream: UnixStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let token =
+        state.comp.loop_handle.insert_source(Generic::new(stream, Interest::READ, Mode::Level), |_, stream, state| {
+            let stream: &UnixStream = stream;
+            let answer = receive(stream).and_then(|(request, vmm)| attach(state, request, vmm, stream));
+            if let Err(e) = &answer {
+                warn!("refused a VM on the attach socket: {e}");
+            }
+            let _ = write_answer(stream, answer.as_deref().map_err(Clone::clone));
+            // the guest keeps its own clone of an accepted connection
+            Ok(PostAction::Remove)
+        });
+    if let Err(e) = token {
+        warn!("attach connection source: {e}");
+    }
+}
+
+/// Read one request line and the VMM connection sent with it.
+fn receive(stream: &UnixStream) -> Result<(AttachRequest, UnixStream), String> {
+    let mut buf = vec![0u8; MAX_ATTACH_REQUEST as usize];
+    let (n, fd) = match stream.recv_with_fd(&mut buf[..]) {
+        Ok(r) => r,
+        Err(e) => return Err(format!("reading the request: {e}")),
+    };
+    // a received descriptor is new and ours (closed on every error path)
+    let vmm = fd.map(|f| UnixStream::from(OwnedFd::from(f)));
+    let line = buf.get(..n).unwrap_or_default();
+    let line = line.strip_suffix(b"\n").ok_or("the request is not one line sent at once")?;
+    let request: AttachRequest = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
+    let vmm = vmm.ok_or("no VMM connection came with the request")?;
+    Ok((request, vmm))
+}
+
+/// A valid guest name from a request's (letters, digits, `-_.`, at most 64).
+fn sanitize(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(64).collect();
+    if clean.is_empty() { "vm".to_owned() } else { clean }
+}
+
+/// Take the VM as a guest; returns the guest's name.
+fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &UnixStream) -> Result<String, String> {
+    let base = sanitize(&request.name);
+    let comp = &state.comp;
+    // the slot of an attached guest of this name that is not connected, else a new name
+    let reuse = comp.guests.iter().position(|g| g.name == base && g.socket.is_none() && !g.connected());
+    let index = match reuse {
+        Some(i) => i,
+        None => {
+            if comp.guests.iter().filter(|g| g.socket.is_none()).count() >= MAX_ATTACHED {
+                return Err(format!("{MAX_ATTACHED} VMs attached already"));
+            }
+            let mut name = base.clone();
+            let mut n = 2;
+            while comp.guests.iter().any(|g| g.name == name) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            let mut config = comp.guest_template.clone();
+            config.name = name.clone();
+            let link = request.libvirt.clone().map(UiLink::Libvirt);
+            guests::push_guest(state, &name, None, link, config)
+        }
+    };
+    let guest = &mut state.comp.guests[index];
+    guest.link = request.libvirt.clone().map(UiLink::Libvirt);
+    let name = guest.name.clone();
+    // 3D as the VM asked for it (libvirt's --virgl), where virglrenderer runs
+    {
+        let mut device = lock(&guest.device);
+        let gpu = device.gpu_mut();
+        match (&state.comp.virgl, request.virgl) {
+            (Some(shared), true) => {
+                if !gpu.has_3d() {
+                    gpu.enable_3d(Virgl3d::new(shared.clone()));
+                }
+            }
+            _ => gpu.disable_3d(),
+        }
+    }
+    let attach = conn.try_clone().map_err(|e| format!("attach connection: {e}"))?;
+    guests::accept(state, index, vmm);
+    let guest = &mut state.comp.guests[index];
+    if !guest.connected() {
+        return Err(format!("guest {name} could not take the connection"));
+    }
+    let _ = attach.set_nonblocking(false);
+    guest.attach = Some(attach);
+    let how = match &request.libvirt {
+        Some(d) => format!("libvirt domain {} (id {}, {})", d.short_name, d.id, d.uri),
+        None => "a backend process".to_owned(),
+    };
+    info!(guest = %name, virgl = request.virgl, "VM attached by {how}");
+    Ok(name)
+}
+
+/// The default attach socket path for `scanway run`.
+pub fn default_path() -> PathBuf {
+    PathBuf::from(crate::attach::DEFAULT_ATTACH_SOCKET)
+}
