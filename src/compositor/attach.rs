@@ -169,6 +169,7 @@ fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &Uni
             }
             let mut config = comp.guest_template.clone();
             config.name = name.clone();
+            config.num_scanouts = comp.config.guests.get(&name).and_then(|g| g.outputs).unwrap_or(1);
             let link = request.libvirt.clone().map(UiLink::Libvirt);
             guests::push_guest(state, &name, None, link, config)
         }

@@ -133,6 +133,9 @@ pub struct GuestSettings {
     pub color: Option<String>,
     /// How the guest's scanouts fill their windows (default resize-guest).
     pub scale: Option<ScaleMode>,
+    /// Scanouts of a VM attached by libvirt (its `<model heads='N'/>`, 1 to 16; default 1):
+    /// scanway cannot ask libvirt for it while the VM starts. `--guest` takes `outputs=N`.
+    pub outputs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,9 +172,14 @@ impl Config {
             }
             shortcuts.push((Shortcut::parse(text).with_context(|| format!("shortcut for {action:?}"))?, *action));
         }
-        for g in file.guests.values() {
+        for (name, g) in &file.guests {
             if let Some(c) = &g.color {
                 parse_color(c)?;
+            }
+            if let Some(n) = g.outputs
+                && !(1..=16).contains(&n)
+            {
+                anyhow::bail!("guests.{name}.outputs: {n} is not 1 to 16");
             }
         }
         Ok(Config { shortcuts, guests: file.guests })
@@ -270,6 +278,8 @@ mod tests {
         assert!(Config::from_toml("[shortcuts]\nfullscreen = \"Hyper+F\"\n").is_err());
         assert!(Config::from_toml("[shortcuts]\nnope = \"Super+F\"\n").is_err());
         assert!(Config::from_toml("[guests.vm]\ncolor = \"red\"\n").is_err());
+        assert_eq!(Config::from_toml("[guests.vm]\noutputs = 2\n").unwrap().guests["vm"].outputs, Some(2));
+        assert!(Config::from_toml("[guests.vm]\noutputs = 17\n").is_err());
     }
 
     #[test]

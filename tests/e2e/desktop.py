@@ -114,6 +114,21 @@ def _type(ctx, b, g, text):
             time.sleep(0.05)
 
 
+def _points_only_in(r, other, scanout):
+    """Guest pixels of rectangle r (x0, y0, x1, y1: a terminal's surface) that `other` does
+    not cover, away from r's title bar and edges, on the scanout."""
+    return [(x, y) for y in range(r[1] + 90, r[3] - 40, 20) for x in range(r[0] + 60, r[2] - 60, 20)
+            if not (other[0] - 10 <= x <= other[2] + 10 and other[1] - 10 <= y <= other[3] + 10)
+            and 0 <= x < scanout["width"] and 0 <= y < scanout["height"]]
+
+
+def _point_only_in(r, other, scanout):
+    pts = _points_only_in(r, other, scanout)
+    if not pts:
+        raise CaseFailure(f"terminal {other} covers terminal {r}")
+    return pts[len(pts) // 2]
+
+
 def _type_into(ctx, b, g, win, gx, gy, who, nth):
     """Click guest pixel gx,gy of window `win` (its place in scanway's output), type COMMAND
     and wait for the terminal's shell to print it on the serial console: the nth TYPED_OK line
@@ -239,13 +254,7 @@ def case_desktop_weston(ctx):
     # terminal B opened last, on top: click its middle, type
     _type_into(ctx, b, g, win, (bv[0] + bv[2]) // 2, (bv[1] + bv[3]) // 2, "B", 1)
     details.append("typed command ran in terminal B")
-    # a point of terminal A that B does not cover (away from A's title bar and edges)
-    pts = [(x, y) for y in range(a[1] + 90, a[3] - 40, 20) for x in range(a[0] + 60, a[2] - 60, 20)
-           if not (bv[0] - 10 <= x <= bv[2] + 10 and bv[1] - 10 <= y <= bv[3] + 10)
-           and 0 <= x < s["width"] and 0 <= y < s["height"]]
-    if not pts:
-        raise CaseFailure(f"terminal B {bv} covers terminal A {a}")
-    gx, gy = pts[len(pts) // 2]
+    gx, gy = _point_only_in(a, bv, s)
     _type_into(ctx, b, g, win, gx, gy, "A", 2)
     details.append(f"a click at guest {gx},{gy} (A only) moved the focus to terminal A")
 
@@ -276,6 +285,25 @@ def case_desktop_weston(ctx):
             time.sleep(0.5)
     else:
         raise last
+    # the pointer in the fitted picture lands on the guest pixel shown there: a click on
+    # terminal B's middle (scaled) gives it the focus back
+    fw, fh = s["window"]["width"], s["window"]["height"]
+    k = min(fw / 1280, fh / 800)
+    fitted = {"x": s["window"]["x"] + (fw - round(1280 * k)) // 2, "y": s["window"]["y"] + (fh - round(800 * k)) // 2}
+    # a point of B only (A is on top now) that a wrong mapping (the window's pixels taken 1:1,
+    # or stretched over the whole picture) would not put into B
+    def inside(r, x, y):
+        return r[0] - 10 <= x <= r[2] + 10 and r[1] - 10 <= y <= r[3] + 10
+
+    def wrong(x, y):
+        wx, wy = (fw - 1280 * k) / 2 + x * k, (fh - 800 * k) / 2 + y * k  # in the window
+        return [(wx, wy), (wx * 1280 / fw, wy * 800 / fh)]
+    pts = [p for p in _points_only_in(bv, a, s) if not any(inside(bv, *q) for q in wrong(*p))]
+    if not pts:
+        raise CaseFailure(f"no point of terminal B {bv} tells the fitted mapping from wrong ones")
+    bx, by = pts[len(pts) // 2]
+    _type_into(ctx, b, g, fitted, round(bx * k), round(by * k), "B", 3)
+    details.append(f"a click in the scaled picture at guest {bx},{by} (B only) focused terminal B")
     ctx.finish(b, g)
     return ", ".join(details)
 

@@ -1154,8 +1154,8 @@ CASES = [
     ("kmscube-two-guests", case_kmscube_two, 400),
     ("tty", case_tty, 400),
     ("libvirt", case_libvirt, 480),
-    ("desktop-weston", desktop.case_desktop_weston, 600),
-    ("desktop-xorg", desktop.case_desktop_xorg, 600),
+    ("desktop-weston", desktop.case_desktop_weston, 300),
+    ("desktop-xorg", desktop.case_desktop_xorg, 300),
 ]
 
 
