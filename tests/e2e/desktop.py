@@ -296,7 +296,7 @@ def case_desktop_weston(ctx):
 def case_desktop_xorg(ctx):
     """Xorg (modesetting, glamor on virgl) with twm and an xterm, zero-copy through scanway:
     text typed into the xterm runs a command; a window resize changes the X screen's size
-    (udev's rule runs `xrandr --auto` on the hotplug) and the picture fills the window."""
+    (the image's udev rule runs `xrandr --output Virtual-1 --auto` on the hotplug) and the picture fills the window."""
     b, g = _start(ctx, "desktop-xorg")
     line = g.wait(r"^GUEST-DESKTOP xorg-ready.*$", ctx.deadline.left(DESKTOP_BOOT), "Xorg's ready line").group(0)
     t_ready = time.monotonic() - ctx.log.t0
@@ -318,12 +318,12 @@ def case_desktop_xorg(ctx):
                 "xrandr reporting the 1024x640 screen").group(0)
     ctx.log(f"g0: {xr}")
     if not re.search(r"^GUEST-X-HOTPLUG display=:0 xrandr --output Virtual-1 --auto$", g.serial_text(), re.M):
-        raise CaseFailure("the screen changed without the udev rule's xrandr --auto")
+        raise CaseFailure("the screen changed without the udev rule's xrandr --output Virtual-1 --auto")
     s = _wait_scanout(ctx, b, "the 1024x640 screen, zero-copy, in a 1024x640 window",
                       lambda s: (s.get("width"), s.get("height")) == (1024, 640) and s.get("path") == "zero-copy"
                       and ((s.get("window") or {}).get("width"), (s.get("window") or {}).get("height")) == (1024, 640),
                       tag="resized")
-    details.append("resize: udev's xrandr --auto gave X a 1024x640 screen (zero-copy)")
+    details.append("resize: the udev rule's xrandr --auto gave X a 1024x640 screen (zero-copy)")
     # the picture fills the window: the root window's colour at its far corners and edges, in
     # the scanout and where the window is in the output
     b.ctl("input", "move:1900,1070")

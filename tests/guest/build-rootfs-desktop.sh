@@ -78,8 +78,9 @@ EOF
 inst 755 usr/local/bin/x-hotplug-auto <<'EOF'
 #!/bin/sh
 # Run by udev on a DRM hotplug uevent (95-x-hotplug-auto.rules): every running X server
-# re-probes its outputs and sets each connected one to its preferred mode (`xrandr --auto`
-# also resizes the screen to fit). X's modesetting driver re-reads the connectors on the
+# re-probes its outputs (xrandr -q) and sets each connected one to its preferred mode
+# (`xrandr --output NAME --auto`, which also resizes the screen to fit; a bare `xrandr --auto`
+# once left the mode as it was here). X's modesetting driver re-reads the connectors on the
 # uevent itself but keeps the current mode.
 for s in /tmp/.X11-unix/X*; do
 	[ -S "$s" ] || continue
