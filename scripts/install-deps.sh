@@ -38,7 +38,7 @@ fi
 # build: smithay's native dependencies
 pkgs=(pkg-config gcc libc6-dev libudev-dev libseat-dev libinput-dev libxkbcommon-dev
 	libpixman-1-dev libgbm-dev libwayland-dev libegl1 libegl-mesa0 libgl1-mesa-dri libwayland-egl1
-	libvirglrenderer-dev libepoxy-dev libclang-dev libvirt-dev)
+	libvirglrenderer-dev libepoxy-dev libclang-dev)
 # run: the demo guest
 pkgs+=(qemu-system-x86 qemu-system-gui python3 cpio kmod xz-utils zstd libdrm-dev)
 if [ "${1:-}" = --test ]; then

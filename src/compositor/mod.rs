@@ -19,6 +19,7 @@ pub mod handlers;
 mod headless;
 pub mod input;
 pub mod layout_view;
+pub mod libvirt;
 pub mod qemu_ui;
 pub mod tty;
 mod winit;

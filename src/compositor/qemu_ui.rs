@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use zbus::zvariant::OwnedValue;
 
+use super::libvirt;
 use crate::attach::LibvirtDomain;
 
 /// How long the worker keeps trying to reach QMP after the VMM connected.
@@ -278,37 +279,29 @@ fn dbus_stream_over_qmp(qmp: &Path) -> anyhow::Result<UnixStream> {
 /// Ask libvirt for a connection to `domain`'s D-Bus display (`virDomainOpenGraphicsFD` on its
 /// first `<graphics type='dbus'/>`); retried while the domain is still starting.
 fn dbus_stream_from_libvirt(domain: &LibvirtDomain) -> anyhow::Result<UnixStream> {
-    use std::os::fd::FromRawFd;
     let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
-    let mut last = None;
-    while Instant::now() < deadline {
+    loop {
         match open_libvirt_graphics(domain) {
-            Ok(fd) => {
-                // SAFETY: libvirt hands us a new descriptor to own.
-                return Ok(unsafe { UnixStream::from_raw_fd(fd) });
-            }
-            Err(e) => {
+            Ok(fd) => return Ok(UnixStream::from(fd)),
+            Err(e) if Instant::now() < deadline => {
                 debug!("libvirt graphics of {}: {e:#}; retrying", domain.short_name);
-                last = Some(e);
                 thread::sleep(Duration::from_millis(200));
             }
+            Err(e) => return Err(e).context("virDomainOpenGraphicsFD"),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow!("timed out"))).context("virDomainOpenGraphicsFD")
 }
 
-fn open_libvirt_graphics(domain: &LibvirtDomain) -> anyhow::Result<i32> {
-    let conn =
-        virt::connect::Connect::open(Some(&domain.uri)).with_context(|| format!("connecting to {}", domain.uri))?;
-    let dom = virt::domain::Domain::lookup_by_id(&conn, domain.id).context("looking the domain up")?;
-    if !dom.is_active().unwrap_or(false) {
+fn open_libvirt_graphics(domain: &LibvirtDomain) -> anyhow::Result<std::os::fd::OwnedFd> {
+    let conn = libvirt::Connection::open(&domain.uri).with_context(|| format!("connecting to {}", domain.uri))?;
+    let dom = conn.domain_by_id(domain.id).context("looking the domain up")?;
+    if !dom.is_active()? {
         bail!("domain not running yet");
     }
-    let xml = dom.get_xml_desc(0).context("domain XML")?;
+    let xml = dom.xml().context("domain XML")?;
     let index = graphics_index(&xml, "dbus")
         .ok_or_else(|| anyhow!("the domain has no <graphics type='dbus'/> (input and resize need it)"))?;
-    let fd = dom.open_graphics_fd(index, 0).context("opening the D-Bus display")?;
-    i32::try_from(fd).map_err(|_| anyhow!("bad descriptor {fd}"))
+    dom.open_graphics_fd(index).context("opening the D-Bus display")
 }
 
 /// Index, among a domain XML's `<graphics>` elements, of the first of type `kind`.
