@@ -19,10 +19,7 @@ use std::{
     io::ErrorKind,
     os::{
         fd::OwnedFd,
-        unix::{
-            fs::PermissionsExt,
-            net::{UnixListener, UnixStream},
-        },
+        unix::{fs::PermissionsExt, net::UnixStream},
     },
     path::{Path, PathBuf},
 };
@@ -49,14 +46,7 @@ pub fn listen(state: &mut State, path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            anyhow::bail!("{} is in use by another scanway", path.display());
-        }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    let listener = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
-    listener.set_nonblocking(true)?;
+    let listener = guests::bind_listener(path)?;
     restrict(path);
     let path_buf = path.to_path_buf();
     state
@@ -209,4 +199,52 @@ fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &Uni
 /// The default attach socket path for `scanway run`.
 pub fn default_path() -> PathBuf {
     PathBuf::from(crate::attach::DEFAULT_ATTACH_SOCKET)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write, os::fd::AsRawFd};
+
+    use super::*;
+
+    fn request_line() -> Vec<u8> {
+        let r = AttachRequest { name: "vm".into(), virgl: true, libvirt: None };
+        let mut line = serde_json::to_vec(&r).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn a_request_with_its_connection() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let (vmm, _peer) = UnixStream::pair().unwrap();
+        client.send_with_fd(&request_line()[..], vmm.as_raw_fd()).unwrap();
+        let (request, _vmm) = receive(&server).unwrap();
+        assert_eq!(request.name, "vm");
+        assert!(request.virgl);
+    }
+
+    #[test]
+    fn refusals() {
+        // no descriptor
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(&request_line()).unwrap();
+        assert!(receive(&server).unwrap_err().contains("no VMM connection"));
+        // not JSON, not one line, nothing at all
+        for bytes in [&b"{nope\n"[..], &b"{\"name\":"[..]] {
+            let (mut client, server) = UnixStream::pair().unwrap();
+            client.write_all(bytes).unwrap();
+            assert!(receive(&server).is_err());
+        }
+        let (client, server) = UnixStream::pair().unwrap();
+        drop(client);
+        assert!(receive(&server).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(sanitize("my vm/../x"), "myvm..x");
+        assert_eq!(sanitize("//"), "vm");
+        assert_eq!(sanitize(&"a".repeat(300)).len(), 64);
+    }
 }

@@ -80,16 +80,7 @@ pub fn lock(device: &Mutex<VhostUserGpu>) -> std::sync::MutexGuard<'_, VhostUser
 
 /// Create guest `spec`'s socket and listen on it. Returns the guest's index in `state.comp.guests`.
 pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyhow::Result<usize> {
-    if spec.socket.exists() {
-        // A stale socket from an earlier run: a live one would accept this connection.
-        if UnixStream::connect(&spec.socket).is_ok() {
-            anyhow::bail!("{} is in use by another process", spec.socket.display());
-        }
-        std::fs::remove_file(&spec.socket).with_context(|| format!("removing stale {}", spec.socket.display()))?;
-    }
-    let listener =
-        UnixListener::bind(&spec.socket).with_context(|| format!("listening on {}", spec.socket.display()))?;
-    listener.set_nonblocking(true)?;
+    let listener = bind_listener(&spec.socket)?;
     let index = push_guest(state, &spec.name, Some(spec.socket.clone()), spec.qmp.clone().map(UiLink::Qmp), config);
     state
         .comp
@@ -110,6 +101,20 @@ pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyh
         .map_err(|e| anyhow::anyhow!("registering guest socket: {e}"))?;
     println!("scanway: guest {} listening on {}", spec.name, spec.socket.display());
     Ok(index)
+}
+
+/// Listen on the Unix socket `path`, non-blocking: a stale socket of an earlier run is replaced,
+/// a live one (something accepts on it) is an error.
+pub fn bind_listener(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Add a guest slot (no VMM connected yet). Returns its index in `state.comp.guests`.

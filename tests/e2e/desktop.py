@@ -22,31 +22,8 @@ TERM_LOG = "term.log"  # in the guest's workdir: its second serial port (ttyS1)
 XROOT = (0x2E, 0x8B, 0x57)  # the X root window's colour (guest-desktop: xsetroot -solid)
 
 
-def _guest(listing, name):
-    for g in listing.get("guests", []):
-        if g.get("name") == name:
-            return g
-    raise CaseFailure(f"scanway list: no guest {name}")
-
-
 def _scanout(listing, name, sid=0):
-    for s in _guest(listing, name).get("scanouts", []):
-        if s.get("id") == sid:
-            return s
-    raise CaseFailure(f"scanway list: guest {name} has no scanout {sid}")
-
-
-def _wait_linked(ctx, b, name):
-    """scanway's link to the guest's QEMU D-Bus display is up."""
-    while True:
-        ui = _guest(b.list(), name).get("ui")
-        if isinstance(ui, dict) and "linked" in ui:
-            return ui
-        if isinstance(ui, dict) and "failed" in ui:
-            raise CaseFailure(f"scanway could not link to {name}'s QEMU D-Bus display: {ui['failed']}")
-        if ctx.deadline.left() < 1:
-            raise CaseFailure(f"scanway's link to {name}'s QEMU D-Bus display: {ui}")
-        time.sleep(0.2)
+    return H.scanout(listing, name, sid)
 
 
 def _wait_scanout(ctx, b, what, ok, timeout=30, tag=None):
@@ -79,7 +56,7 @@ def _check_virgl_scanout(ctx, b, g, size="1280x800"):
     m = re.search(r"^GUEST-DRM features: (\S+)", g.serial_text(), re.M)
     if not m or m.group(1) != "+virgl":
         raise CaseFailure(f"the guest's device did not offer virgl: {m.group(0) if m else 'no GUEST-DRM line'}")
-    _wait_linked(ctx, b, "g0")
+    b.wait_ui_linked("g0")
     w, h = (int(v) for v in size.split("x"))
     return _wait_scanout(ctx, b, f"a zero-copy {size} scanout",
                          lambda s: s.get("path") == "zero-copy" and s.get("copies_per_frame") == 0
