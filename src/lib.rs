@@ -18,5 +18,6 @@ pub mod cli;
 pub mod compositor;
 pub mod control;
 pub mod renderer;
+pub mod run_config;
 pub mod scanout;
 pub mod virtio;

@@ -23,8 +23,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::State;
 use crate::{
-    cli::GuestSpec,
     compositor::qemu_ui::{QemuUi, UiLink},
+    run_config::GuestSpec,
     scanout::GuestScanouts,
     virtio::{
         device::GpuConfig,

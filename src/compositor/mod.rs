@@ -63,9 +63,9 @@ use std::rc::Rc;
 
 use crate::virtio::virgl3d::{Virgl3d, VirglShared};
 use crate::{
-    cli::{BackendKind, RunArgs},
     control::{self, Request},
     renderer,
+    run_config::{BackendKind, RunConfig},
     scanout::ScanoutWindow,
     virtio::device::GpuConfig,
 };
@@ -155,7 +155,8 @@ pub struct Comp {
 
 /// `scanway run`: start the compositor and serve the guests until SIGTERM/SIGINT or the window
 /// closes.
-pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
+pub fn run(args: RunConfig) -> anyhow::Result<()> {
+    let control_path = args.control.clone();
     let mut event_loop: EventLoop<'static, State> = EventLoop::try_new().context("event loop")?;
     let display: Display<State> = Display::new().context("Wayland display")?;
     let display_handle = display.handle();
@@ -211,7 +212,7 @@ pub fn run(args: RunArgs, control_path: PathBuf) -> anyhow::Result<()> {
         guest_template: GpuConfig {
             num_scanouts: 1,
             preferred_size: (args.guest_size.width, args.guest_size.height),
-            max_host_memory: args.max_resource_memory.saturating_mul(1024 * 1024),
+            max_host_memory: args.max_resource_memory,
             name: String::new(),
         },
         attach_socket: None,
