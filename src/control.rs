@@ -588,7 +588,15 @@ pub fn format_list(reply: &Value) -> String {
         }
     }
     for c in array(reply, "clients") {
-        out += &format!("wayland window \"{}\" at {},{}\n", str_of(c, "title"), i64_of(c, "x"), i64_of(c, "y"));
+        let focused = if c.get("focused") == Some(&Value::Bool(true)) { ", focused" } else { "" };
+        out += &format!(
+            "wayland window \"{}\" {}x{} at {},{}{focused}\n",
+            str_of(c, "title"),
+            i64_of(c, "width"),
+            i64_of(c, "height"),
+            i64_of(c, "x"),
+            i64_of(c, "y")
+        );
     }
     out
 }

@@ -723,7 +723,11 @@ impl Comp {
             .filter(|e| matches!(e, WindowElement::Wayland(_)))
             .map(|e| {
                 let loc = self.space.element_location(e).unwrap_or_default();
-                json!({"title": e.title(), "x": loc.x, "y": loc.y})
+                let size = smithay::desktop::space::SpaceElement::geometry(e).size;
+                json!({
+                    "title": e.title(), "x": loc.x, "y": loc.y, "width": size.w, "height": size.h,
+                    "focused": self.focused.as_ref() == Some(e),
+                })
             })
             .collect();
         let layout_views: Vec<Value> = self

@@ -1063,6 +1063,9 @@ def case_tty(ctx):
                              "-device", "virtio-blk-pci,drive=swdisk,addr=0x1e"])
     line = g.wait(r"^GUEST-TTY-READY.*$", ctx.deadline.left(BOOT + 150), "GUEST-TTY-READY").group(0).strip()
     ctx.log(f"vm: {line}")
+    windows = re.search(r"^GUEST-TTY-WINDOWS (.*)$", g.serial_text(), re.M)
+    if not windows or not re.search(r'wayland window "wev" [^;]*, focused;', windows.group(1)):
+        raise CaseFailure(f"wev's window is not focused before the key: {windows.group(0) if windows else 'no line'}")
     def send_keys(*keys):
         q = H.QMP(str(g.qmp))
         try:
