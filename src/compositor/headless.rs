@@ -15,7 +15,7 @@ use smithay::{
 };
 use tracing::warn;
 
-use super::{Backend, FRAME_INTERVAL, Redraw, State};
+use super::{Backend, FRAME_INTERVAL, State};
 use crate::renderer;
 
 /// Backend state of the headless output.
@@ -49,7 +49,7 @@ impl Headless {
 /// interval after the previous one (or now, if that is past).
 pub fn schedule(state: &mut State) {
     let Backend::Headless(headless) = &mut state.backend else { return };
-    if headless.timer_armed || state.comp.redraw != Redraw::Queued {
+    if headless.timer_armed || !state.comp.redraw.is_queued() {
         return;
     }
     let due = headless.last_frame + FRAME_INTERVAL;

@@ -4,11 +4,9 @@
 //! ([`Backend`]: headless or winit) and the backend-agnostic part ([`Comp`]: Wayland globals,
 //! the space of windows, guests, output).
 //!
-//! Redraw state machine ([`Redraw`]): anything visible that changes calls
-//! [`Comp::queue_redraw`]; `Idle -> Queued`. The backend then draws once when it may (headless:
-//! at most one frame per refresh interval; winit: on the window's redraw event), `Queued ->
-//! Idle`. Changes while a frame is queued fold into that frame. Guest flushes never wait for a
-//! frame: the ctrl queue is answered first, the pixels follow on the next frame.
+//! Redraw state machine: [`redraw`] (a table of its transitions): anything visible that changes
+//! calls [`Comp::queue_redraw`], and every backend brackets a frame with [`Comp::prepare_frame`]
+//! and [`Comp::finish_frame`].
 
 pub mod attach;
 pub mod config;
@@ -21,6 +19,7 @@ pub mod input;
 pub mod layout_view;
 pub mod libvirt;
 pub mod qemu_ui;
+pub mod redraw;
 pub mod tty;
 mod winit;
 
@@ -100,12 +99,7 @@ impl Backend {
     }
 }
 
-/// Redraw state (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Redraw {
-    Idle,
-    Queued,
-}
+pub use redraw::Redraw;
 
 /// Backend-agnostic compositor state.
 pub struct Comp {
@@ -303,7 +297,7 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
             if let Err(e) = state.comp.display_handle.flush_clients() {
                 warn!("flushing Wayland clients: {e}");
             }
-            if state.comp.redraw == Redraw::Queued {
+            if state.comp.redraw.is_queued() {
                 match &mut state.backend {
                     Backend::Headless(_) => headless::schedule(state),
                     Backend::Winit(w) => w.backend.window().request_redraw(),
@@ -363,7 +357,7 @@ fn bind_control(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener>
 impl Comp {
     /// Ask for a frame (see the module documentation).
     pub fn queue_redraw(&mut self) {
-        self.redraw = Redraw::Queued;
+        self.redraw.queue();
     }
 
     /// The Wayland window whose toplevel surface is `surface`.
@@ -528,14 +522,16 @@ impl Comp {
             &[],
             damage_tracker,
             CLEAR_COLOR,
-        )
-        .map_err(|e| anyhow!("rendering the output: {e:?}"))?;
+        );
+        // also after a failed frame: the redraw state must leave `Drawing`
         self.finish_frame();
+        let result = result.map_err(|e| anyhow!("rendering the output: {e:?}"))?;
         Ok(result.damage.is_some())
     }
 
     /// Before drawing a frame: upload the guests' flushed pixels, refresh the overlay text.
     pub fn prepare_frame(&mut self, renderer: &mut GlesRenderer) {
+        self.redraw.begin();
         self.upload_scanouts(renderer);
         self.update_overlays();
     }
@@ -543,7 +539,7 @@ impl Comp {
     /// After drawing a frame: the redraw state goes idle and the flushes shown end their
     /// flush-to-present latency.
     pub fn finish_frame(&mut self) {
-        self.redraw = Redraw::Idle;
+        self.redraw.finish();
         self.frames += 1;
         let now = Instant::now();
         for guest in &self.guests {
@@ -628,8 +624,8 @@ impl Comp {
             }
         }
         if self.overlay {
-            // rates and latencies change while nothing else does
-            self.redraw = Redraw::Queued;
+            // rates and latencies change while nothing else does: the next frame is wanted
+            self.queue_redraw();
         }
     }
 

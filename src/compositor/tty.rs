@@ -45,7 +45,7 @@ use smithay::{
 };
 use tracing::{info, warn};
 
-use super::{Backend, CLEAR_COLOR, Redraw, State, element::WindowRenderElement};
+use super::{Backend, CLEAR_COLOR, State, element::WindowRenderElement};
 
 type GbmDrmCompositor = DrmCompositor<GbmAllocator<DrmDeviceFd>, GbmFramebufferExporter<DrmDeviceFd>, (), DrmDeviceFd>;
 
@@ -256,7 +256,7 @@ fn connector_type_name(kind: connector::Interface) -> &'static str {
 
 /// Draw a frame on every output whose previous page flip completed, if a redraw is queued.
 pub fn schedule(state: &mut State) {
-    if state.comp.redraw != Redraw::Queued {
+    if !state.comp.redraw.is_queued() {
         return;
     }
     let Backend::Tty(tty) = &mut state.backend else { return };
