@@ -1,0 +1,148 @@
+//! Guest errors, their `VIRTIO_GPU_RESP_ERR_*` codes (5.7.6.7), and response bytes.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Guest errors, each mapped to a response code; used for rate-limited logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[repr(u8)]
+pub(super) enum GuestError {
+    #[error("request shorter than the control header")]
+    ShortHeader,
+    #[error("request shorter than its command struct")]
+    ShortRequest,
+    #[error("unsupported command")]
+    UnsupportedCommand,
+    #[error("command sent on the wrong queue")]
+    WrongQueue,
+    #[error("resource id 0")]
+    ZeroResourceId,
+    #[error("resource id already in use")]
+    DuplicateResourceId,
+    #[error("unknown resource id")]
+    UnknownResource,
+    #[error("unknown pixel format")]
+    UnknownFormat,
+    #[error("resource width/height zero or too large")]
+    InvalidSize,
+    #[error("host memory limit exceeded")]
+    HostMemoryLimit,
+    #[error("host allocation failed")]
+    AllocationFailed,
+    #[error("nr_entries out of range")]
+    BadEntryCount,
+    #[error("backing entry outside guest memory")]
+    BackingOutsideMemory,
+    #[error("resource already has backing")]
+    BackingAlreadyAttached,
+    #[error("resource has no backing")]
+    NoBacking,
+    #[error("rectangle outside the resource")]
+    RectOutOfBounds,
+    #[error("empty rectangle")]
+    EmptyRect,
+    #[error("transfer reads past the end of the backing")]
+    BackingTooSmall,
+    #[error("reading guest memory failed")]
+    GuestMemoryRead,
+    #[error("invalid scanout id")]
+    InvalidScanoutId,
+    #[error("cursor image larger than 64x64")]
+    CursorTooLarge,
+    #[error("unreadable descriptor chain")]
+    MalformedChain,
+    #[error("writable part of the chain too small for the response")]
+    ResponseTooSmall,
+    #[error("writing the response to guest memory failed")]
+    ResponseWrite,
+    #[error("adding the chain to the used ring failed")]
+    UsedRing,
+    #[error("unknown or duplicate 3D context id")]
+    InvalidContext,
+    #[error("invalid 3D command arguments or command stream")]
+    Invalid3d,
+    #[error("virglrenderer refused the command")]
+    Renderer3d,
+}
+
+impl From<Error3d> for GuestError {
+    fn from(e: Error3d) -> Self {
+        match e {
+            Error3d::Resource => GuestError::UnknownResource,
+            Error3d::Context => GuestError::InvalidContext,
+            Error3d::Parameter => GuestError::Invalid3d,
+            Error3d::Renderer => GuestError::Renderer3d,
+        }
+    }
+}
+
+impl GuestError {
+    /// The `VIRTIO_GPU_RESP_ERR_*` answered for this error.
+    pub(super) fn response(self) -> u32 {
+        use GuestError::*;
+        match self {
+            ShortHeader
+            | UnsupportedCommand
+            | WrongQueue
+            | MalformedChain
+            | ResponseTooSmall
+            | ResponseWrite
+            | UsedRing
+            | BackingAlreadyAttached
+            | NoBacking
+            | GuestMemoryRead
+            | Renderer3d => VIRTIO_GPU_RESP_ERR_UNSPEC,
+            InvalidContext => VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID,
+            ZeroResourceId | DuplicateResourceId | UnknownResource => VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID,
+            HostMemoryLimit | AllocationFailed => VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY,
+            InvalidScanoutId => VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID,
+            ShortRequest | UnknownFormat | InvalidSize | BadEntryCount | BackingOutsideMemory | RectOutOfBounds
+            | EmptyRect | BackingTooSmall | CursorTooLarge | Invalid3d => VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
+        }
+    }
+}
+
+/// A successful command's response payload.
+pub(super) enum Reply {
+    NoData,
+    DisplayInfo(Box<RespDisplayInfo>),
+    Edid(Box<RespEdid>),
+    CapsetInfo(RespCapsetInfo),
+    /// RESP_OK_CAPSET header followed by these capset bytes.
+    Capset(Vec<u8>),
+}
+
+/// A fenced command's response, held until virglrenderer retires its fence.
+#[derive(Debug)]
+pub(super) struct PendingReply {
+    pub(super) head: u16,
+    pub(super) writable: Vec<(GuestAddress, u32)>,
+    pub(super) response: Vec<u8>,
+    pub(super) fence: HostFence,
+}
+
+/// Builds the response bytes: `body` with its header's type set to `ty` and
+/// the fence fields of `req` echoed (5.7.6.7).
+pub(super) fn response_bytes<T: ByteValued>(
+    mut body: T,
+    hdr_of: impl FnOnce(&mut T) -> &mut CtrlHdr,
+    ty: u32,
+    req: Option<&CtrlHdr>,
+) -> Vec<u8> {
+    let hdr = hdr_of(&mut body);
+    *hdr = CtrlHdr { type_: ty.into(), ..CtrlHdr::default() };
+    if let Some(req) = req {
+        let flags = req.flags.to_native();
+        if flags & VIRTIO_GPU_FLAG_FENCE != 0 {
+            let mut out_flags = VIRTIO_GPU_FLAG_FENCE;
+            hdr.fence_id = req.fence_id;
+            hdr.ctx_id = req.ctx_id;
+            if flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0 {
+                out_flags |= VIRTIO_GPU_FLAG_INFO_RING_IDX;
+                hdr.ring_idx = req.ring_idx;
+            }
+            hdr.flags = out_flags.into();
+        }
+    }
+    body.as_slice().to_vec()
+}

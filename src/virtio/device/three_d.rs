@@ -1,0 +1,200 @@
+//! 3D (virgl) dispatch: capsets, contexts, 3D resources, transfers and SUBMIT_3D
+//! (5.7.6.9), executed by [`Virgl3d`] and fenced through virglrenderer.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Gpu {
+    /// Turn on 3D: offer `VIRTIO_GPU_F_VIRGL` and `VIRTIO_GPU_F_CONTEXT_INIT`
+    /// and execute the 3D commands through `virgl`. Call before a driver
+    /// negotiates features.
+    pub fn enable_3d(&mut self, virgl: Virgl3d) {
+        self.virgl = Some(virgl);
+    }
+
+    /// Offer no 3D from now on (for a device with no VMM attached: its 3D resources and
+    /// contexts, if any, go with the virgl state).
+    pub fn disable_3d(&mut self) {
+        self.virgl = None;
+    }
+
+    /// Whether 3D is on.
+    pub fn has_3d(&self) -> bool {
+        self.virgl.is_some()
+    }
+
+    /// The GL texture of 3D resource `resource_id` (zero-copy scanout).
+    pub fn virgl_texture(&self, resource_id: u32) -> Option<ResourceInfo> {
+        self.virgl.as_ref()?.resource_info(resource_id)
+    }
+
+    pub(super) fn virgl_mut(&mut self) -> Result<&mut Virgl3d, GuestError> {
+        self.virgl.as_mut().ok_or(GuestError::UnsupportedCommand)
+    }
+
+    /// With 3D on, a fenced command's response waits for a virglrenderer
+    /// fence created now, after the command (5.7.6.7: the fence completes when
+    /// the command and everything before it on its ring is done). 2D-only
+    /// devices answer fenced commands at once: their work is already done.
+    pub(super) fn fence_3d(&mut self, hdr: &CtrlHdr) {
+        let flags = hdr.flags.to_native();
+        if flags & VIRTIO_GPU_FLAG_FENCE == 0 {
+            return;
+        }
+        let Some(virgl) = self.virgl.as_ref() else { return };
+        let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
+        match virgl.create_fence(hdr.ctx_id.to_native(), ring) {
+            Ok(fence) => self.deferred = Some(fence),
+            Err(e) => self.guest_error(hdr.type_.to_native(), e.into()),
+        }
+    }
+
+    pub(super) fn get_capset_info(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: GetCapsetInfo = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let (id, version, size) = virgl.capset_info(cmd.capset_index.to_native()).ok_or(GuestError::Invalid3d)?;
+        Ok(Reply::CapsetInfo(RespCapsetInfo {
+            capset_id: id.into(),
+            capset_max_version: version.into(),
+            capset_max_size: size.into(),
+            ..RespCapsetInfo::default()
+        }))
+    }
+
+    pub(super) fn get_capset(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: GetCapset = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let caps =
+            virgl.capset(cmd.capset_id.to_native(), cmd.capset_version.to_native()).ok_or(GuestError::Invalid3d)?;
+        Ok(Reply::Capset(caps))
+    }
+
+    pub(super) fn ctx_create(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: CtxCreate = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let nlen = (cmd.nlen.to_native() as usize).min(cmd.debug_name.len());
+        let name = String::from_utf8_lossy(cmd.debug_name.get(..nlen).unwrap_or_default()).into_owned();
+        // context_init: the capset id in the low 8 bits (VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK).
+        let capset = cmd.context_init.to_native() & 0xff;
+        debug!(ctx = cmd.hdr.ctx_id.to_native(), capset, name, "CTX_CREATE");
+        self.virgl_mut()?.context_create(cmd.hdr.ctx_id.to_native(), capset, &name)?;
+        Ok(Reply::NoData)
+    }
+
+    pub(super) fn ctx_attach_resource(&mut self, request: &[u8], attach: bool) -> Result<Reply, GuestError> {
+        let cmd: CtxResource = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        if self.virgl.is_none() {
+            return Err(GuestError::UnsupportedCommand);
+        }
+        let id = cmd.resource_id.to_native();
+        let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
+        if !res.is_3d {
+            // A 2D resource lives in scanway's memory, not virglrenderer's: nothing to attach.
+            return Ok(Reply::NoData);
+        }
+        self.virgl_mut()?.context_attach(cmd.hdr.ctx_id.to_native(), id, attach)?;
+        Ok(Reply::NoData)
+    }
+
+    pub(super) fn resource_create_3d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: ResourceCreate3d = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let id = cmd.resource_id.to_native();
+        let (width, height) = (cmd.width.to_native(), cmd.height.to_native());
+        let (depth, array_size) = (cmd.depth.to_native(), cmd.array_size.to_native());
+        debug!(id, width, height, depth, format = cmd.format.to_native(), "RESOURCE_CREATE_3D");
+        if self.virgl.is_none() {
+            return Err(GuestError::UnsupportedCommand);
+        }
+        if id == 0 {
+            return Err(GuestError::ZeroResourceId);
+        }
+        if self.resources.contains_key(&id) {
+            return Err(GuestError::DuplicateResourceId);
+        }
+        // A buffer (PIPE_BUFFER) is `width` bytes long; textures are at most 16384 texels a side.
+        let is_buffer = cmd.target.to_native() == PIPE_BUFFER;
+        let max_width = if is_buffer { MAX_BUFFER_BYTES } else { MAX_RESOURCE_DIMENSION };
+        if width > max_width || height > MAX_RESOURCE_DIMENSION || depth > MAX_RESOURCE_DIMENSION {
+            return Err(GuestError::InvalidSize);
+        }
+        // GL memory is charged as its bytes (buffers) or 4 bytes per texel of the base level
+        // (textures; an estimate: mipmaps and multisampling vary), so a guest cannot allocate
+        // without bound.
+        let texel_bytes = if is_buffer { 1 } else { BPP };
+        let charge = u64::from(width.max(1))
+            .saturating_mul(u64::from(height.max(1)))
+            .saturating_mul(u64::from(depth.max(1)))
+            .saturating_mul(u64::from(array_size.max(1)))
+            .saturating_mul(texel_bytes)
+            .saturating_add(RESOURCE_OVERHEAD_BYTES);
+        self.charge(charge)?;
+        let args = VirglCreate3d {
+            handle: 0,
+            target: cmd.target.to_native(),
+            format: cmd.format.to_native(),
+            bind: cmd.bind.to_native(),
+            width,
+            height,
+            depth,
+            array_size,
+            last_level: cmd.last_level.to_native(),
+            nr_samples: cmd.nr_samples.to_native(),
+            flags: cmd.flags.to_native(),
+        };
+        if let Err(e) = self.virgl_mut().and_then(|v| v.resource_create(id, args).map_err(Into::into)) {
+            self.uncharge(charge);
+            return Err(e);
+        }
+        let format = Format::from_virtio(args.format).unwrap_or(Format::B8G8R8A8);
+        self.resources.insert(
+            id,
+            Resource { width, height, format, data: Vec::new(), backing: None, is_3d: true, charge_3d: charge },
+        );
+        Ok(Reply::NoData)
+    }
+
+    pub(super) fn transfer_3d(&mut self, request: &[u8], to_host: bool) -> Result<Reply, GuestError> {
+        let cmd: TransferHost3d = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let id = cmd.resource_id.to_native();
+        let b = cmd.box_;
+        let bbox = Box3d {
+            x: b.x.to_native(),
+            y: b.y.to_native(),
+            z: b.z.to_native(),
+            w: b.w.to_native(),
+            h: b.h.to_native(),
+            d: b.d.to_native(),
+        };
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
+        if !res.is_3d {
+            return Err(GuestError::Invalid3d);
+        }
+        virgl.transfer(
+            id,
+            cmd.hdr.ctx_id.to_native(),
+            cmd.level.to_native(),
+            cmd.stride.to_native(),
+            cmd.layer_stride.to_native(),
+            bbox,
+            cmd.offset.to_native(),
+            to_host,
+        )?;
+        Ok(Reply::NoData)
+    }
+
+    pub(super) fn submit_3d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+        let cmd: CmdSubmit = read_struct(request).ok_or(GuestError::ShortRequest)?;
+        let size = cmd.size.to_native() as usize;
+        let start = size_of::<CmdSubmit>();
+        if !size.is_multiple_of(4) || size > MAX_SUBMIT_BYTES {
+            return Err(GuestError::Invalid3d);
+        }
+        let bytes = request.get(start..start.saturating_add(size)).ok_or(GuestError::ShortRequest)?;
+        let mut dwords: Vec<u32> = Vec::new();
+        dwords.try_reserve_exact(size / 4).map_err(|_| GuestError::AllocationFailed)?;
+        dwords.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        virgl.submit(cmd.hdr.ctx_id.to_native(), &mut dwords)?;
+        Ok(Reply::NoData)
+    }
+}
