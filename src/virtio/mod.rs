@@ -3,6 +3,7 @@
 //! [`device`] is the device model: plain Rust, driven by descriptor chains in guest memory,
 //! testable without GL or sockets. [`vhost`] serves it to a VMM over a vhost-user socket.
 
+pub mod backing;
 pub mod device;
 pub mod edid;
 pub mod format;

@@ -17,7 +17,7 @@ use std::{
 use tracing::{debug, warn};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
-use super::{device::BackingEntry, virgl_stream};
+use super::{backing::BackingEntry, virgl_stream};
 use crate::renderer::virgl::{Box3d, ResourceCreate3d, ResourceInfo, Transfer, Virgl};
 
 /// The virglrenderer instance and the host id allocators, shared by every guest's [`Virgl3d`].
@@ -80,7 +80,14 @@ pub enum HostFence {
     /// A global fence (`virgl_renderer_create_fence`): retires in creation order.
     Global(u32),
     /// A context fence on (host context, ring): retires in order on that ring.
-    Context { ctx: u32, ring: u32, id: u64 },
+    Context {
+        /// Host context id (virglrenderer's).
+        ctx: u32,
+        /// The context's fence ring (`VIRTIO_GPU_FLAG_INFO_RING_IDX`).
+        ring: u32,
+        /// The guest's fence id, echoed in the response.
+        id: u64,
+    },
 }
 
 /// One guest's 3D state.

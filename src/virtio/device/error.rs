@@ -2,6 +2,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::virtio::backing::BackingError;
 
 /// Guest errors, each mapped to a response code; used for rate-limited logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +73,15 @@ impl From<Error3d> for GuestError {
             Error3d::Context => GuestError::InvalidContext,
             Error3d::Parameter => GuestError::Invalid3d,
             Error3d::Renderer => GuestError::Renderer3d,
+        }
+    }
+}
+
+impl From<BackingError> for GuestError {
+    fn from(e: BackingError) -> Self {
+        match e {
+            BackingError::TooSmall => GuestError::BackingTooSmall,
+            BackingError::GuestMemory => GuestError::GuestMemoryRead,
         }
     }
 }

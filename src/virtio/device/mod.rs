@@ -8,8 +8,8 @@
 //!
 //! By idea: this file has the device, its configuration, events and the command dispatch
 //! ([`Gpu::handle_request`]); `queue` the descriptor chains and fenced responses; `error`
-//! the guest errors and their response codes; `rect` checked rectangles; `resource` and
-//! `backing` 2D resources, their backing and transfers; `scanout` display info, EDID,
+//! the guest errors and their response codes; `rect` checked rectangles; `resource` 2D resources, their
+//! backing (`super::backing`) and transfers; `scanout` display info, EDID,
 //! scanouts and flushes; `cursor` the cursor queue; `three_d` the 3D commands. Tests by idea
 //! in `tests/`.
 //!
@@ -39,7 +39,7 @@ use std::mem::size_of;
 
 use tracing::{debug, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemory, Le32, Permissions};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemory, Le32, Permissions};
 
 use super::edid;
 use super::format::Format;
@@ -47,7 +47,6 @@ use super::protocol::*;
 use super::virgl3d::{Error3d, HostFence, Virgl3d};
 use crate::renderer::virgl::{Box3d, Fence, ResourceCreate3d as VirglCreate3d, ResourceInfo};
 
-mod backing;
 mod cursor;
 mod error;
 mod queue;
@@ -58,7 +57,7 @@ mod scanout;
 mod tests;
 mod three_d;
 
-pub use backing::{Backing, BackingEntry};
+pub use super::backing::{Backing, BackingEntry};
 pub use cursor::CursorImage;
 use error::{GuestError, PendingReply, Reply, response_bytes};
 use queue::zeroed;

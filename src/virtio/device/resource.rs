@@ -38,7 +38,7 @@ impl Resource {
     /// resource: `data.len()` + [`RESOURCE_OVERHEAD_BYTES`] +
     /// [`BACKING_ENTRY_BYTES`] per stored backing entry.
     pub fn host_memory(&self) -> u64 {
-        let entries = self.backing.as_ref().map_or(0, |b| b.entries.len() as u64);
+        let entries = self.backing.as_ref().map_or(0, |b| b.entries().len() as u64);
         let storage =
             if self.is_3d { self.charge_3d } else { (self.data.len() as u64).saturating_add(RESOURCE_OVERHEAD_BYTES) };
         storage.saturating_add(entries.saturating_mul(BACKING_ENTRY_BYTES))
@@ -219,7 +219,7 @@ impl Gpu {
             return Err(e.into());
         }
         if let Some(resource) = self.resources.get_mut(&id) {
-            resource.backing = Some(Backing { entries, len: total });
+            resource.backing = Some(Backing::new(entries, total));
         }
         Ok(Reply::NoData)
     }
@@ -234,7 +234,7 @@ impl Gpu {
         {
             v.detach_backing(id)?;
         }
-        self.uncharge((backing.entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
+        self.uncharge((backing.entries().len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
         Ok(Reply::NoData)
     }
 

@@ -2,6 +2,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use vm_memory::Address;
 
 #[test]
 fn queue_pipeline() {
