@@ -107,7 +107,6 @@ def one_picture(ctx, test, mode=None, size=None, expect=None, frames=None, attem
         raise CaseFailure(f"guest chose {wh}, expected {expect}: {line}")
     m = re.search(r"picture=(\d+)", line)
     frame = int(m.group(1)) if m else 0
-    time.sleep(0.5)
     details = [line.split()[0][6:].lower(), wh]
     listing = b.list("ready")
     if listing is not None:
@@ -159,7 +158,6 @@ def case_multihead(ctx):
     heads = dict(re.findall(r"\b(\d+):(\d+x\d+)\b", line))
     if not line.startswith("GUEST-MULTIHEAD-READY heads=2") or set(heads) != {"0", "1"}:
         raise CaseFailure(f"guest did not light both heads: {line}")
-    time.sleep(0.5)
     details = [f"heads 0:{heads['0']} 1:{heads['1']}"]
     listing = b.list("ready")
     if listing is not None:
@@ -205,7 +203,6 @@ def check_layout(ctx, b, heads):
 
     # The layout view: both pictures, scaled, side by side in one window.
     b.ctl("layout", "--show", "g0")
-    time.sleep(1.0)
     views = b.list("layout-view").get("layout_views", [])
     if len(views) != 1 or views[0].get("guest") != "g0":
         raise CaseFailure(f"layout view not open: {views}")
@@ -273,7 +270,6 @@ def case_reconnect(ctx):
         b.connected(name)
     g0.wait_ready(ctx.deadline.left(BOOT))
     g1.wait_ready(ctx.deadline.left(BOOT))
-    time.sleep(0.5)
     shot = lambda name, guest, tag, size: H.shoot_and_check(  # noqa: E731
         ctx, lambda p: b.shot_scanout(name, 0, p, guest), ctx.dir / f"{name}-{tag}.png", size=size)
     shot("g0", g0, "first", "1280x800")
@@ -301,7 +297,6 @@ def case_reconnect(ctx):
     g0b = ctx.guest("g0-2", "g0", "pattern")
     b.connected("g0", nth=2)
     g0b.wait_ready(ctx.deadline.left(BOOT))
-    time.sleep(0.5)
     shot("g0", g0b, "again", "1280x800")
     details.append("g0 back, exact")
     shot("g1", g1, "after", "1024x768")
@@ -893,7 +888,6 @@ def case_cursor(ctx):
     wh, hot, size, plane = f"{W}x{H_}", (hx, hy), (cw, ch), (plx, ply)
     if (plx + hx, ply + hy) != (x, y):
         raise CaseFailure(f"guest line inconsistent: plane {plane} + hot spot {hot} != {x},{y}")
-    time.sleep(0.5)
     H.shoot_and_check(ctx, lambda p: b.shot_scanout("g0", 0, p, g), ctx.dir / "scanout0.png", size=wh)
     details = [wh, "scanout exact without the cursor"]
 
@@ -1035,7 +1029,6 @@ def case_gles_pattern(ctx):
     if "virgl" not in line:
         raise CaseFailure(f"not rendered through virgl: {line}")
     wh = size_of(line)
-    time.sleep(1.0)
     listing = b.list("ready")
     s = assert_scanout(listing, "g0", 0, wh)
     if s.get("path") != "zero-copy":
