@@ -355,6 +355,17 @@ def case_edid(ctx):
     return ", ".join(details)
 
 
+def wait_client_window(ctx, b, client, title, timeout=20):
+    """The Wayland client `client` (a process) has mapped its window titled `title`."""
+    end = time.monotonic() + ctx.deadline.left(timeout)
+    while not any(c.get("title") == title for c in b.list().get("clients", [])):
+        if client.poll() is not None:
+            raise CaseFailure(f"the client exited rc={client.returncode} before mapping its window")
+        if time.monotonic() > end:
+            raise CaseFailure(f"no window titled {title!r} in scanway's list within {timeout} s")
+        time.sleep(0.1)
+
+
 def case_nested(ctx):
     """scanway nested in an X desktop (winit under Xvfb) with two guests and one Wayland client
     (weston-simple-shm): all three are windows in the X screen; both guests' pictures are exact
@@ -382,9 +393,7 @@ def case_nested(ctx):
     b.connected("g1")
     sizes = {"g0": size_of(g0.wait_ready(ctx.deadline.left(BOOT))), "g1": size_of(g1.wait_ready(ctx.deadline.left(BOOT)))}
     client = ctx.procs.spawn("weston-simple-shm", ["weston-simple-shm"], stdout=ctx.dir / "client.log", env=cenv)
-    time.sleep(1.5)
-    if client.poll() is not None:
-        raise CaseFailure(f"weston-simple-shm exited rc={client.returncode} (see client.log)")
+    wait_client_window(ctx, b, client, "simple-shm")
     listing = b.list("ready")
     windows = {name: (assert_scanout(listing, name, 0, sizes[name]).get("window") or {}) for name in sizes}
     clients = listing.get("clients", [])
@@ -699,9 +708,7 @@ def case_wayland_client(ctx):
     b.connected("g0")
     line = g.wait_ready(ctx.deadline.left(BOOT))
     wh = size_of(line)
-    time.sleep(1.0)
-    if client.poll() is not None:
-        raise CaseFailure(f"weston-simple-shm exited rc={client.returncode} (see client.log)")
+    wait_client_window(ctx, b, client, "simple-shm")
     listing = b.list("ready")
     clients = listing.get("clients", [])
     if len(clients) != 1 or clients[0].get("title") != "simple-shm":
