@@ -12,6 +12,8 @@ use crate::{
     run_config::{BackendKind, GuestSpec, RunConfig, Size},
 };
 
+/// The whole command line: with no subcommand scanway is a VMM's backend program
+/// ([`BackendProgramArgs`]), else it runs or talks to a compositor ([`Command`]).
 #[derive(Parser, Debug)]
 #[command(name = "scanway", version, about = "Virtual machine screens as Wayland compositor windows")]
 #[command(subcommand_required = false, arg_required_else_help = true)]
@@ -19,8 +21,10 @@ pub struct Cli {
     /// Control socket of the running instance (default: $XDG_RUNTIME_DIR/scanway.sock).
     #[arg(long, global = true)]
     pub control: Option<PathBuf>,
+    /// The options of the no-subcommand form (`--print-capabilities`, `--fd=N`).
     #[command(flatten)]
     pub backend: BackendProgramArgs,
+    /// What to do; `None`: act as the backend program.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -51,6 +55,8 @@ pub struct BackendProgramArgs {
     pub attach_socket: Option<PathBuf>,
 }
 
+/// The subcommands: `run` starts the compositor, the others send it control requests
+/// ([`crate::control::Request`]).
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the compositor and serve the guests' vhost-user-gpu sockets.
@@ -92,6 +98,8 @@ pub enum Command {
     /// here, through the default xkb keymap (`XKB_DEFAULT_*`, else evdev/pc105/us): nothing is
     /// sent if any of it fails.
     Input {
+        /// Actions, each VERB:ARG as listed above, done in order (key events at most 4 per 20 ms,
+        /// a rate slow guests keep up with).
         #[arg(required = true)]
         actions: Vec<String>,
     },
@@ -111,11 +119,13 @@ pub enum Command {
     },
     /// Show or hide the statistics overlay on every scanout window.
     Overlay {
+        /// `on` shows the overlay (resource, format, flush rate, flush-to-present latency), `off` hides it.
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
 }
 
+/// `scanway window`: sent as one [`Request::Window`].
 #[derive(clap::Args, Debug)]
 pub struct WindowArgs {
     /// Guest whose scanout window to change.
@@ -146,6 +156,7 @@ fn parse_point(s: &str) -> Result<(i32, i32), String> {
     Ok((x.trim().parse().map_err(|e| format!("{e}"))?, y.trim().parse().map_err(|e| format!("{e}"))?))
 }
 
+/// `scanway run`: turned into the compositor's [`RunConfig`].
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Where the compositor shows its output (default: winit when DISPLAY or WAYLAND_DISPLAY
@@ -161,7 +172,7 @@ pub struct RunArgs {
     /// Size (WxH pixels) every scanout reports to the guest as its preferred mode.
     #[arg(long, default_value = "1280x800")]
     pub guest_size: Size,
-    /// A guest: NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=off]; scanway listens on SOCKET for the
+    /// A guest: `NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=off]`; scanway listens on SOCKET for the
     /// VMM's vhost-user connection. N scanouts (1 to 16, default 1) are reported enabled. With
     /// the VM's QMP socket (QEMU `-display dbus,p2p=yes -qmp unix:PATH,server=on,wait=off`),
     /// windows resize the guest and input reaches it; for a guest with virgl QEMU's D-Bus
@@ -184,6 +195,7 @@ pub struct RunArgs {
     pub attach_socket: Option<PathBuf>,
 }
 
+/// `scanway screenshot`: a [`Request::ScreenshotScanout`] or [`Request::ScreenshotOutput`].
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["guest", "output"]))]
 pub struct ScreenshotArgs {

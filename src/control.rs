@@ -26,31 +26,67 @@ pub enum Request {
     /// Guests, scanouts, resources: see [`format_list`] for the fields.
     List,
     /// PNG of one scanout's picture (the scanout's size, cursor excluded) written to `path`.
-    ScreenshotScanout { guest: String, scanout: u32, path: PathBuf },
-    /// PNG of the whole output (everything the user sees) written to `path`.
-    ScreenshotOutput { path: PathBuf },
-    /// Change the window of `guest`'s scanout `scanout`: every field given is applied.
-    Window {
+    /// Reply: `{"size": "WxH", "path": ...}`; an error when the guest or scanout does not exist
+    /// or the scanout shows nothing.
+    ScreenshotScanout {
+        /// Name of the guest (`--guest NAME=...`, or the attached VM's name).
         guest: String,
+        /// Scanout index, 0 to the guest's scanout count - 1.
+        scanout: u32,
+        /// PNG file to write, opened by the compositor process (so absolute, as `scanway
+        /// screenshot` sends it).
+        path: PathBuf,
+    },
+    /// PNG of the whole output (everything the user sees) written to `path`.
+    /// Reply: `{"size": "WxH", "path": ...}` (the output's size in pixels).
+    ScreenshotOutput {
+        /// PNG file to write, opened by the compositor process (so absolute).
+        path: PathBuf,
+    },
+    /// Change the window of `guest`'s scanout `scanout`: every field given is applied (scale,
+    /// fullscreen, size, position, then focus). An error when the scanout's window is not shown.
+    Window {
+        /// Name of the guest whose scanout window changes.
+        guest: String,
+        /// Scanout index of that guest.
         scanout: u32,
         /// New content size, pixels (resize-guest mode: the guest is asked to switch to it).
         size: Option<(u32, u32)>,
         /// New position of the window's content on the output, pixels.
         position: Option<(i32, i32)>,
+        /// `true`: cover the output (no title bar); `false`: back to where it was.
         fullscreen: Option<bool>,
+        /// New way the scanout fills its window.
         scale: Option<ScaleMode>,
         /// Raise and focus it (keyboard input goes to it).
         focus: bool,
     },
     /// Feed input to the compositor's seat, as if from the backend's devices, in order.
-    Input { actions: Vec<InputAction> },
+    Input {
+        /// The events, applied in order; at most [`MAX_INPUT_ACTIONS`] fit one request.
+        actions: Vec<InputAction>,
+    },
     /// Press then release `keys` (evdev codes, in order; released in reverse) on `guest`'s
     /// keyboard directly, whatever has focus (e.g. Ctrl+Alt+Delete).
-    SendKeys { guest: String, keys: Vec<u32> },
+    /// An error when the guest has no link to its VMM's UI ([`crate::compositor::qemu_ui`]).
+    SendKeys {
+        /// Name of the guest whose keyboard gets the keys.
+        guest: String,
+        /// evdev codes, pressed in this order.
+        keys: Vec<u32>,
+    },
     /// Show or hide the per-scanout statistics overlay.
-    Overlay { on: bool },
+    Overlay {
+        /// `true`: show it on every scanout window; `false`: hide it.
+        on: bool,
+    },
     /// Open or close the layout view of `guest` (its scanouts arranged as the guest sees them).
-    LayoutView { guest: String, on: bool },
+    LayoutView {
+        /// Name of the guest.
+        guest: String,
+        /// `true`: open it (nothing when open already); `false`: close it.
+        on: bool,
+    },
 }
 
 /// How a guest scanout fills its window.
@@ -73,13 +109,32 @@ pub enum ScaleMode {
 #[serde(rename_all = "snake_case")]
 pub enum InputAction {
     /// Move the pointer to output position (x, y), pixels.
-    Motion { x: i32, y: i32 },
+    /// Clamped to the bounding box of the outputs (laid out left to right from 0, 0).
+    Motion {
+        /// Horizontal position, pixels from the left edge of the first output.
+        x: i32,
+        /// Vertical position, pixels from the top edge of the outputs.
+        y: i32,
+    },
     /// Press or release a button (evdev code: `BTN_LEFT` 0x110, `BTN_RIGHT` 0x111, `BTN_MIDDLE` 0x112).
-    Button { code: u32, pressed: bool },
+    Button {
+        /// evdev button code.
+        code: u32,
+        /// `true`: press; `false`: release.
+        pressed: bool,
+    },
     /// Press or release a key (evdev code, `linux/input-event-codes.h`).
-    Key { code: u32, pressed: bool },
+    Key {
+        /// evdev key code (`KEY_A` is 30), not an xkb keycode.
+        code: u32,
+        /// `true`: press; `false`: release.
+        pressed: bool,
+    },
     /// Turn the vertical wheel by `notches` (negative: up, away from the user).
-    Scroll { notches: i32 },
+    Scroll {
+        /// Wheel notches: negative up, positive down (at most 100 either way are turned).
+        notches: i32,
+    },
 }
 
 impl InputAction {
@@ -256,7 +311,9 @@ pub mod keys {
     /// One key press: the key's evdev code, and whether Shift is held around it.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Stroke {
+        /// evdev code of the key (xkb keycode - 8).
         pub code: u32,
+        /// The keysym is on the key's Shift level: [`KEY_LEFTSHIFT`] is held around it.
         pub shift: bool,
     }
 

@@ -36,10 +36,12 @@ impl BackendKind {
     }
 }
 
-/// A size in pixels, written `WxH`.
+/// A size in pixels, written `WxH` (parsing takes sides of 1 to 16384).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size {
+    /// Width, pixels.
     pub width: u32,
+    /// Height, pixels.
     pub height: u32,
 }
 
@@ -57,11 +59,16 @@ impl FromStr for Size {
     }
 }
 
-/// `NAME=SOCKET[,outputs=N]` from `--guest`.
+/// `NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=on|off]` from `--guest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestSpec {
+    /// The guest's name (letters, digits, `-`, `_`, `.`): how `scanway list`, `window`,
+    /// `screenshot` and the configuration's `[guests.NAME]` name it.
     pub name: String,
+    /// The Unix socket scanway listens on for the VMM's vhost-user connection (a stale one
+    /// is replaced).
     pub socket: PathBuf,
+    /// Number of scanouts the device reports, 1 to [`MAX_OUTPUTS`] (default 1).
     pub outputs: u32,
     /// The VM's QMP socket: scanway links to QEMU's D-Bus display through it.
     pub qmp: Option<PathBuf>,

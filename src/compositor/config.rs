@@ -26,14 +26,19 @@ use crate::control::ScaleMode;
 pub enum Action {
     /// Focus and raise the next window.
     FocusNext,
-    /// Move the focused window by 64 pixels.
+    /// Move the focused window 64 pixels left.
     MoveLeft,
+    /// Move the focused window 64 pixels right.
     MoveRight,
+    /// Move the focused window 64 pixels up.
     MoveUp,
+    /// Move the focused window 64 pixels down.
     MoveDown,
-    /// Grow or shrink the focused window by a tenth (a guest window in resize-guest mode asks
-    /// its guest for the new size).
+    /// Grow the focused window's content by a tenth, width and height (a guest window in
+    /// resize-guest mode asks its guest for the new size).
     Grow,
+    /// Shrink the focused window's content to 1/1.1 of its width and height (undoing
+    /// [`Action::Grow`]; resize-guest asks the guest as for `Grow`).
     Shrink,
     /// Toggle fullscreen on the output.
     Fullscreen,
@@ -70,14 +75,20 @@ pub const DEFAULT_SHORTCUTS: &[(Action, &str)] = &[
     (Action::Quit, "Super+Shift+Q"),
 ];
 
-/// A key with modifiers.
+/// A key with modifiers. The modifiers must be exactly those held: `Super+F` does not fire
+/// with Super+Shift+F.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shortcut {
+    /// Ctrl held (`Ctrl`, `Control`).
     pub ctrl: bool,
+    /// Alt held (`Alt`, `Mod1`).
     pub alt: bool,
+    /// Shift held.
     pub shift: bool,
+    /// Super held (`Super`, `Logo`, `Mod4`, `Win`).
     pub logo: bool,
-    /// Lower-case keysym.
+    /// Lower-case keysym; a pressed key's keysym is folded the same way (Latin-1 letters)
+    /// before comparing, so `F` matches `f` and `F`.
     pub key: Keysym,
 }
 
@@ -150,7 +161,10 @@ struct File {
 /// The configuration in effect.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Each enabled shortcut and its action, in [`DEFAULT_SHORTCUTS`] order (one set to `""`
+    /// or `"none"` is left out); the first that matches a key wins.
     pub shortcuts: Vec<(Shortcut, Action)>,
+    /// The `[guests.NAME]` tables by guest name (colours and `outputs` already checked).
     pub guests: BTreeMap<String, GuestSettings>,
 }
 

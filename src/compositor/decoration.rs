@@ -133,7 +133,10 @@ impl Default for DecorationState {
 
 /// What [`DecorationState::elements`] draws.
 pub enum DecorationElement {
+    /// A solid rectangle: the title bar's background (also the layout view's background and
+    /// scanout outlines).
     Bar(SolidColorRenderElement),
+    /// A text image ([`TextTexture`]): the title, or the statistics overlay.
     Text(TextureRenderElement<GlesTexture>),
 }
 

@@ -20,8 +20,11 @@ use crate::scanout::ScanoutWindow;
 render_elements! {
     /// What a window draws: a Wayland surface tree, or a guest scanout's texture (and cursor).
     pub WindowRenderElement<=GlesRenderer>;
+    /// A surface of a Wayland client's window (toplevel, subsurface or popup).
     Surface=WaylandSurfaceRenderElement<GlesRenderer>,
+    /// A texture: a scanout's picture or its cursor, or a text image (title, overlay, label).
     Texture=TextureRenderElement<GlesTexture>,
+    /// A solid rectangle: a title bar, or the layout view's background and outlines.
     Solid=SolidColorRenderElement,
 }
 

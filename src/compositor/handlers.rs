@@ -31,6 +31,8 @@ use super::{State, element::WindowElement};
 /// Per-client state.
 #[derive(Default)]
 pub struct ClientState {
+    /// smithay's per-client compositor state (its queue of commits held back by blockers),
+    /// handed to smithay by `CompositorHandler::client_compositor_state`.
     pub compositor_state: CompositorClientState,
 }
 

@@ -48,9 +48,10 @@ const BTN_LEFT: u32 = 0x110;
 const BTN_RIGHT: u32 = 0x111;
 /// How close to a guest window's bottom-right corner a left press resizes it, pixels.
 const CORNER: f64 = 16.0;
-/// Pseudo button codes for a wheel notch (evdev has none; these are `BTN_GEAR_UP/DOWN`,
-/// which no pointer sends), mapped to QEMU's wheel buttons for guests.
+/// Pseudo button code for a wheel notch up, away from the user (evdev has none; this is
+/// `BTN_GEAR_UP`, which no pointer sends), mapped to QEMU's wheel-up button 3 for guests.
 pub const BTN_WHEEL_UP: u32 = 0x151;
+/// Pseudo button code for a wheel notch down (`BTN_GEAR_DOWN`), QEMU's wheel-down button 4.
 pub const BTN_WHEEL_DOWN: u32 = 0x150;
 /// Most wheel notches one `scanway input scroll:N` action turns.
 const MAX_SCROLL_NOTCHES: u32 = 100;
@@ -58,9 +59,23 @@ const MAX_SCROLL_NOTCHES: u32 = 100;
 /// A window following the pointer.
 pub enum PointerGrab {
     /// Being moved: the pointer's offset from the window's location.
-    Move { element: WindowElement, offset: Point<f64, Logical> },
+    Move {
+        /// The window being moved.
+        element: WindowElement,
+        /// Pointer position minus the window's location in the space, pixels: the window is
+        /// mapped at the pointer minus this.
+        offset: Point<f64, Logical>,
+    },
     /// Being resized: where the pointer was and the window's content size then.
-    Resize { element: WindowElement, start: Point<f64, Logical>, size: Size<i32, Logical> },
+    Resize {
+        /// The window being resized.
+        element: WindowElement,
+        /// Pointer position when the resize began, output pixels.
+        start: Point<f64, Logical>,
+        /// The window's content size then, pixels: the new size is this plus the pointer's
+        /// travel since `start` (at least 64x48).
+        size: Size<i32, Logical>,
+    },
 }
 
 impl PointerGrab {

@@ -164,7 +164,9 @@ impl LayoutView {
 
 /// What the layout view draws.
 pub enum DecorationOrPicture {
+    /// The background, a scanout's outline or label, or the view's title bar.
     Decoration(DecorationElement),
+    /// A scanout's picture: its window's texture, scaled to the view.
     Picture(
         smithay::backend::renderer::element::texture::TextureRenderElement<
             smithay::backend::renderer::gles::GlesTexture,

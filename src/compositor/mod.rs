@@ -78,14 +78,20 @@ pub const FRAME_INTERVAL: Duration = Duration::from_micros(16_667);
 
 /// The event loop's data.
 pub struct State {
+    /// The backend showing the output, and its renderer.
     pub backend: Backend,
+    /// Everything else: globals, windows, guests.
     pub comp: Comp,
 }
 
 /// Where the output is shown.
 pub enum Backend {
+    /// An offscreen output rendered with EGL (`--backend headless`), one frame at most every
+    /// [`FRAME_INTERVAL`].
     Headless(Box<headless::Headless>),
+    /// A window in the user's X11 or Wayland desktop (`--backend winit`).
     Winit(Box<winit::Winit>),
+    /// The machine's own display through DRM/KMS (`--backend tty`).
     Tty(Box<tty::Tty>),
 }
 
@@ -103,21 +109,41 @@ pub use redraw::Redraw;
 
 /// Backend-agnostic compositor state.
 pub struct Comp {
+    /// The Wayland display, for creating globals and inserting clients.
     pub display_handle: DisplayHandle,
+    /// The calloop loop every source (sockets, kick eventfds, timers) is inserted into.
     pub loop_handle: LoopHandle<'static, State>,
+    /// Stops the event loop (SIGTERM, SIGINT, the quit shortcut, the winit window closing).
     pub loop_signal: LoopSignal,
+    /// Every window (Wayland toplevels, guest scanouts, layout views) and every output, in
+    /// output pixels; the first output's top-left corner is (0, 0).
     pub space: Space<WindowElement>,
+    /// The xdg popups of Wayland clients.
     pub popups: PopupManager,
+    /// The primary output: what the headless and winit backends draw, the first connector's
+    /// on tty; its mode's size is [`Comp::output_size`].
     pub output: Output,
+    /// `wl_compositor` and `wl_subcompositor` globals.
     pub compositor_state: CompositorState,
+    /// `xdg_wm_base` global and its toplevels and popups.
     pub xdg_shell_state: XdgShellState,
+    /// `wl_shm` global (ARGB8888 and XRGB8888 only).
     pub shm_state: ShmState,
+    /// The seat globals (`wl_seat` and its devices).
     pub seat_state: SeatState<State>,
+    /// `wl_data_device_manager` global (clipboard and drag and drop between clients).
     pub data_device_state: DataDeviceState,
+    /// `seat0`: one keyboard (repeat 200 ms delay, 25 per second) and one pointer.
     pub seat: Seat<State>,
+    /// The guests, by index: those of `--guest` first, in order, then those attached later. A
+    /// guest is never removed (one whose VMM left waits for a VMM again: on its socket, or the
+    /// next attach of that name), so an index stays valid.
     pub guests: Vec<Guest>,
+    /// Redraw state machine of the output ([`redraw`]).
     pub redraw: Redraw,
+    /// Frames drawn since start (`scanway list` shows it).
     pub frames: u64,
+    /// When the compositor started: the clock of input event times and frame callbacks (ms).
     pub start: Instant,
     /// virglrenderer in the compositor's share group, when it initialised (3D for guests).
     pub virgl: Option<Rc<VirglShared>>,

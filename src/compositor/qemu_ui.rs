@@ -55,13 +55,43 @@ const DEST: &str = "org.qemu";
 pub enum UiRequest {
     /// Ask the guest to switch scanout `head` to `width` x `height` pixels
     /// (`Console.SetUIInfo`; `VIRTIO_GPU_EVENT_DISPLAY`).
-    SetSize { head: u32, width: u32, height: u32 },
-    /// Press or release a key: QEMU key number (see [`qnum_from_evdev`]).
-    Key { qnum: u32, down: bool },
-    /// Absolute pointer position on scanout `head`, in scanout pixels.
-    Motion { head: u32, x: u32, y: u32 },
-    /// Press or release a button (`Mouse` button values: 0 left, 1 middle, 2 right, 3/4 wheel).
-    Button { head: u32, button: u32, down: bool },
+    SetSize {
+        /// Scanout index, the D-Bus console's `Head`.
+        head: u32,
+        /// Requested width, pixels (the physical size sent along is for 96 dpi).
+        width: u32,
+        /// Requested height, pixels.
+        height: u32,
+    },
+    /// Press or release a key: QEMU key number (see [`qnum_from_evdev`]). It goes through
+    /// the first console: QEMU routes keys to its active keyboard, whichever console gets them.
+    Key {
+        /// QEMU key number (PC XT scan code set 1, an 0xE0-prefixed code as 0x80 | code:
+        /// Delete, E0 53, is 0xd3).
+        qnum: u32,
+        /// `true`: `Keyboard.Press`; `false`: `Keyboard.Release`.
+        down: bool,
+    },
+    /// Absolute pointer position on scanout `head`, in scanout pixels (`Mouse.SetAbsPosition`).
+    /// Consecutive motions on one head collapse into the last.
+    Motion {
+        /// Scanout index whose console's absolute pointer moves.
+        head: u32,
+        /// Pixels from the scanout's left edge.
+        x: u32,
+        /// Pixels from the scanout's top edge.
+        y: u32,
+    },
+    /// Press or release a button (`Mouse` button values: 0 left, 1 middle, 2 right, 3/4 wheel
+    /// up/down, 5 side, 6 extra; see [`dbus_button_from_evdev`]).
+    Button {
+        /// Scanout index whose console gets the button.
+        head: u32,
+        /// QEMU `Mouse` button value.
+        button: u32,
+        /// `true`: `Mouse.Press`; `false`: `Mouse.Release`.
+        down: bool,
+    },
 }
 
 /// What the link reached, for `scanway list`.
@@ -71,7 +101,10 @@ pub enum UiStatus {
     #[default]
     Connecting,
     /// Linked: consoles found by head index.
-    Linked { heads: Vec<u32> },
+    Linked {
+        /// Head (scanout) indices of the graphic consoles QEMU exports, ascending.
+        heads: Vec<u32>,
+    },
     /// The link failed (the reason); input and resize requests are dropped.
     Failed(String),
 }

@@ -62,7 +62,11 @@ struct OutputSurface {
 
 /// Backend state of the TTY.
 pub struct Tty {
+    /// The libseat session: it opened the DRM device and opens libinput's devices, and
+    /// switches VTs; while it is paused (VT switched away) no frame is drawn.
     pub session: LibSeatSession,
+    /// GLES renderer on the EGL display of the DRM device's GBM device: draws every frame and
+    /// screenshot, and virglrenderer shares its EGL display.
     pub renderer: GlesRenderer,
     drm: DrmDevice,
     gbm: GbmDevice<DrmDeviceFd>,
@@ -147,7 +151,7 @@ impl Tty {
         outputs.into_iter().map(|s| s.output.clone()).collect()
     }
 
-    /// Switch to VT `vt` (Ctrl+Alt+F<vt>).
+    /// Switch to VT `vt` (`Ctrl+Alt+F<vt>`).
     pub fn change_vt(&mut self, vt: i32) {
         if let Err(e) = self.session.change_vt(vt) {
             warn!("switching to VT {vt}: {e}");

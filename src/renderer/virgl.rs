@@ -1331,7 +1331,7 @@ mod tests {
                 let mut frame = renderer.render(&mut fb, (64, 64).into(), Transform::Normal).unwrap();
                 let full = Rectangle::from_size((64, 64).into());
                 frame.clear([0.0, 0.0, 0.0, 1.0].into(), &[full]).unwrap();
-                let src = Rectangle::from_size((W as f64, H as f64).into());
+                let src = Rectangle::from_size((f64::from(W), f64::from(H)).into());
                 Frame::render_texture_from_to(&mut frame, &texture, src, full, &[full], &[], Transform::Normal, 1.0)
                     .unwrap();
                 let sync = frame.finish().unwrap();

@@ -336,8 +336,10 @@ impl FlushStats {
 pub struct ScanoutStats {
     /// Flushes in the last second.
     pub flush_rate: usize,
-    /// Flush-to-present latency, median and 99th percentile (milliseconds), once measured.
+    /// Flush-to-present latency (oldest unshown flush's arrival to the end of the frame that
+    /// shows it), median of the last 512 such frames, milliseconds; `None` before the first.
     pub latency_p50_ms: Option<f64>,
+    /// Flush-to-present latency, 99th percentile of the same samples, milliseconds.
     pub latency_p99_ms: Option<f64>,
 }
 
