@@ -243,6 +243,7 @@ fn disconnect(state: &mut State, index: usize) {
     // ends the backend process of an attached guest (libvirt's per-VM process)
     guest.attach = None;
     lock(&guest.device).reset();
+    lock(&guest.device).gpu_mut().rearm_warnings();
     // Reset emitted ResourceDestroyed/ScanoutSet events; drop them with the textures.
     let _ = lock(&guest.device).gpu_mut().drain_events().count();
     let unmapped = guest.scanouts.clear();

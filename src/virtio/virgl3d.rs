@@ -14,7 +14,7 @@ use std::{
     rc::Rc,
 };
 
-use tracing::{debug, warn};
+use tracing::debug;
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::{backing::BackingEntry, virgl_stream};
@@ -162,7 +162,7 @@ impl Virgl3d {
         }
         let host = VirglShared::alloc(&self.shared.next_context);
         self.virgl().context_create(host, capset, name).map_err(|e| {
-            warn!("virgl context create: {e}");
+            debug!("virgl context create: {e}");
             Error3d::Renderer
         })?;
         self.contexts.insert(ctx, host);
@@ -199,7 +199,7 @@ impl Virgl3d {
         let host = VirglShared::alloc(&self.shared.next_resource);
         args.handle = host;
         self.virgl().resource_create(&args).map_err(|e| {
-            warn!("virgl resource create: {e}");
+            debug!("virgl resource create: {e}");
             Error3d::Parameter
         })?;
         self.resources.insert(res, Resource3d { host, backed: false });

@@ -413,6 +413,13 @@ impl Gpu {
         }
     }
 
+    /// Warn again, once per kind, about the guest errors of the next VMM connection (a new
+    /// boot of the VM); a device reset within one connection does not re-arm them, so a guest
+    /// cannot flood the log by resetting its device.
+    pub fn rearm_warnings(&mut self) {
+        self.warned = 0;
+    }
+
     /// Logs a guest error: `warn!` the first time this kind is seen, `debug!` after.
     fn guest_error(&mut self, ty: u32, err: GuestError) {
         let bit = 1u64 << (err as u8);

@@ -148,7 +148,8 @@ impl Gpu {
             && let Some(v) = self.virgl.as_mut()
             && let Err(e) = v.resource_unref(id)
         {
-            warn!("virgl unref of resource {id}: {e:?}");
+            // the resource is gone from the guest's table either way; logged once per kind
+            self.guest_error(VIRTIO_GPU_CMD_RESOURCE_UNREF, e.into());
         }
         for (i, s) in self.scanouts.iter_mut().enumerate() {
             if s.resource_id == id {

@@ -138,6 +138,11 @@ fn guest_errors_warn_once_per_kind() {
     assert_eq!(g.warned.count_ones(), 1);
     exec(&mut g, &mem, &cmd_create(0, 1, 1, 1));
     assert_eq!(g.warned.count_ones(), 2);
+    // a device reset within the connection keeps them quiet; the next connection warns again
+    g.reset();
+    assert_eq!(g.warned.count_ones(), 2);
+    g.rearm_warnings();
+    assert_eq!(g.warned, 0);
 }
 
 // ------------------------------------------------------------ via queue
