@@ -13,9 +13,9 @@ use smithay::{
     utils::{IsAlive, Logical, Physical, Point, Rectangle, Scale},
 };
 
-use super::decoration::{DecorationElement, TITLE_HEIGHT};
 use super::layout_view::{DecorationOrPicture, LayoutView};
 use crate::scanout::ScanoutWindow;
+use crate::scanout::decoration::{DecorationElement, TITLE_HEIGHT};
 
 render_elements! {
     /// What a window draws: a Wayland surface tree, or a guest scanout's texture (and cursor).

@@ -53,6 +53,8 @@ const CORNER: f64 = 16.0;
 pub const BTN_WHEEL_UP: u32 = 0x151;
 /// Pseudo button code for a wheel notch down (`BTN_GEAR_DOWN`), QEMU's wheel-down button 4.
 pub const BTN_WHEEL_DOWN: u32 = 0x150;
+/// The largest evdev key code (`KEY_MAX`, `linux/input-event-codes.h`).
+const KEY_MAX: u32 = 0x2ff;
 /// Most wheel notches one `scanway input scroll:N` action turns.
 const MAX_SCROLL_NOTCHES: u32 = 100;
 
@@ -160,7 +162,11 @@ impl State {
         match action {
             InputAction::Motion { x, y } => self.pointer_motion((f64::from(x), f64::from(y)).into(), time),
             InputAction::Button { code, pressed } => self.pointer_button(code, pressed, time),
-            InputAction::Key { code, pressed } => self.keyboard_key(Keycode::new(code + 8), pressed, time),
+            // evdev codes end at KEY_MAX (0x2ff); a larger one from the control socket is no key
+            InputAction::Key { code, pressed } if code <= KEY_MAX => {
+                self.keyboard_key(Keycode::new(code + 8), pressed, time);
+            }
+            InputAction::Key { .. } => {}
             InputAction::Scroll { notches } => {
                 let code = if notches < 0 { BTN_WHEEL_UP } else { BTN_WHEEL_DOWN };
                 for _ in 0..notches.unsigned_abs().min(MAX_SCROLL_NOTCHES) {

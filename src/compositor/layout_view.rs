@@ -16,7 +16,7 @@ use smithay::{
     utils::{Logical, Physical, Point, Rectangle, Size},
 };
 
-use super::decoration::{DecorationElement, DecorationState, TextTexture};
+use crate::scanout::decoration::{DecorationElement, DecorationState, TextTexture};
 use crate::scanout::{ScanoutWindow, guest_layout};
 
 /// Widest the view gets, pixels (the layout is scaled down to fit, never up).

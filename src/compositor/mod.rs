@@ -10,7 +10,6 @@
 
 pub mod attach;
 pub mod config;
-pub mod decoration;
 pub mod element;
 pub mod guests;
 pub mod handlers;

@@ -29,13 +29,15 @@ use smithay::{
 };
 use tracing::warn;
 
-use crate::compositor::decoration::DecorationState;
+pub mod decoration;
+
 use crate::control::ScaleMode;
 use crate::renderer::virgl::ResourceInfo;
 use crate::virtio::{
     device::{CursorImage, Gpu, GpuEvent, Rect, Resource},
     format::Format,
 };
+use decoration::DecorationState;
 
 /// How many damage rectangles a texture remembers for the damage tracker.
 const DAMAGE_HISTORY: usize = 16;
