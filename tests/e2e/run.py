@@ -1080,11 +1080,13 @@ def case_tty(ctx):
         finally:
             q.sock.close()
 
-    def shows_scanway(name, tries=10):
-        """The VM's display shows scanway's output with the client; returns (w, h, why)."""
+    def shows_scanway(name, tries=10, want=True):
+        """Whether the VM's display shows scanway's output with the client, polled (a
+        screendump every 0.5 s, at most `tries`) until it is `want`; returns (w, h, why):
+        why is None when it shows scanway."""
         path = ctx.dir / f"{name}.png"
         why = "no screendump"
-        for _ in range(tries):
+        for attempt in range(tries):
             g.screendump(0, path)
             w, h, px = H.read_png_rgb(path)
 
@@ -1093,13 +1095,15 @@ def case_tty(ctx):
             inside = [(x, y) for y in range(0, SIMPLE_SHM, 5) for x in range(0, SIMPLE_SHM, 5)]
             painted = sum(1 for x, y in inside if at(x, y) != BACKGROUND)
             corner = at(w - 5, h - 5)
-            if painted >= 0.99 * len(inside) and corner == BACKGROUND:
-                return w, h, None
-            why = f"{painted}/{len(inside)} client pixels painted, corner {corner} (background {BACKGROUND})"
-            time.sleep(1.0)
-        return w, h, f"{why} (see {path.name})"
+            shown = painted >= 0.99 * len(inside) and corner == BACKGROUND
+            why = None if shown else (f"{painted}/{len(inside)} client pixels painted, corner {corner} "
+                                      f"(background {BACKGROUND}) (see {path.name})")
+            if shown == want or attempt == tries - 1:
+                return w, h, why
+            time.sleep(0.5)
+        return w, h, why
 
-    w, h, why = shows_scanway("screendump")
+    w, h, why = shows_scanway("screendump", tries=20)
     if why:
         raise CaseFailure(f"the VM's display does not show scanway with the client: {why}")
     details = [f"{w}x{h} KMS output shows weston-simple-shm at 0,0 over scanway's background"]
@@ -1128,13 +1132,12 @@ def case_tty(ctx):
     # back, the session resumes and scanway's output is back.
     send_keys("ctrl", "alt", "f2")
     g.wait(r"^GUEST-SCANWAY .*session paused", ctx.deadline.left(30), "scanway's session pausing on Ctrl+Alt+F2")
-    time.sleep(1.0)
-    _, _, why = shows_scanway("vt2", tries=1)
+    _, _, why = shows_scanway("vt2", tries=20, want=False)
     if not why:
         raise CaseFailure("the VM still shows scanway after Ctrl+Alt+F2")
     send_keys("ctrl", "alt", "f1")
     g.wait(r"^GUEST-SCANWAY .*session active again", ctx.deadline.left(30), "scanway's session resuming")
-    _, _, why = shows_scanway("vt1")
+    _, _, why = shows_scanway("vt1", tries=20)
     if why:
         raise CaseFailure(f"scanway's output did not come back on VT 1: {why}")
     details.append("Ctrl+Alt+F2 left scanway's VT, Ctrl+Alt+F1 brought its output back")
