@@ -16,7 +16,6 @@
 //! descriptor is answered with an error and dropped; the event loop never waits on it.
 
 use std::{
-    io::ErrorKind,
     os::{
         fd::OwnedFd,
         unix::{fs::PermissionsExt, net::UnixStream},
@@ -48,24 +47,7 @@ pub fn listen(state: &mut State, path: &Path) -> anyhow::Result<()> {
     }
     let listener = guests::bind_listener(path)?;
     restrict(path);
-    let path_buf = path.to_path_buf();
-    state
-        .comp
-        .loop_handle
-        .insert_source(Generic::new(listener, Interest::READ, Mode::Level), move |_, listener, state| {
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => pending(state, stream),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        warn!("accepting on the attach socket {}: {e}", path_buf.display());
-                        break;
-                    }
-                }
-            }
-            Ok(PostAction::Continue)
-        })
-        .map_err(|e| anyhow::anyhow!("attach socket source: {e}"))?;
+    guests::serve_listener(state, listener, "attach socket", pending)?;
     state.comp.attach_socket = Some(path.to_path_buf());
     println!("scanway: attach socket {}", path.display());
     Ok(())

@@ -82,23 +82,7 @@ pub fn lock(device: &Mutex<VhostUserGpu>) -> std::sync::MutexGuard<'_, VhostUser
 pub fn add_guest(state: &mut State, spec: &GuestSpec, config: GpuConfig) -> anyhow::Result<usize> {
     let listener = bind_listener(&spec.socket)?;
     let index = push_guest(state, &spec.name, Some(spec.socket.clone()), spec.qmp.clone().map(UiLink::Qmp), config);
-    state
-        .comp
-        .loop_handle
-        .insert_source(Generic::new(listener, Interest::READ, Mode::Level), move |_, listener, state| {
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => accept(state, index, stream),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        warn!("accepting on guest socket: {e}");
-                        break;
-                    }
-                }
-            }
-            Ok(PostAction::Continue)
-        })
-        .map_err(|e| anyhow::anyhow!("registering guest socket: {e}"))?;
+    serve_listener(state, listener, "guest socket", move |state, stream| accept(state, index, stream))?;
     println!("scanway: guest {} listening on {}", spec.name, spec.socket.display());
     Ok(index)
 }
@@ -115,6 +99,34 @@ pub fn bind_listener(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// Accept every connection on `listener` (non-blocking) as it comes, on the event loop, and
+/// hand it to `on_accept`; `what` names the socket in logs. Errors: the loop refused the source.
+pub fn serve_listener(
+    state: &mut State,
+    listener: UnixListener,
+    what: &'static str,
+    mut on_accept: impl FnMut(&mut State, UnixStream) + 'static,
+) -> anyhow::Result<()> {
+    state
+        .comp
+        .loop_handle
+        .insert_source(Generic::new(listener, Interest::READ, Mode::Level), move |_, listener, state| {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => on_accept(state, stream),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!("accepting on the {what}: {e}");
+                        break;
+                    }
+                }
+            }
+            Ok(PostAction::Continue)
+        })
+        .map_err(|e| anyhow::anyhow!("registering the {what}: {e}"))?;
+    Ok(())
 }
 
 /// Add a guest slot (no VMM connected yet). Returns its index in `state.comp.guests`.
