@@ -733,7 +733,7 @@ impl GuestScanouts {
             .textures
             .entry(resource_id)
             .or_insert_with(|| {
-                let tex = match resource.is_3d.then(|| gpu.virgl_texture(resource_id)).flatten() {
+                let tex = match resource.is_3d().then(|| gpu.virgl_texture(resource_id)).flatten() {
                     Some(info) => ResourceTexture::new_virgl(resource, info),
                     None => ResourceTexture::new(resource),
                 };

@@ -57,7 +57,7 @@ impl Gpu {
             None
         } else {
             let res = self.resources.get(&resource_id).ok_or(GuestError::UnknownResource)?;
-            if res.is_3d {
+            if res.is_3d() {
                 // Cursors come from dumb (2D) buffers; a virgl cursor is not read back.
                 return Err(GuestError::Invalid3d);
             }

@@ -62,7 +62,7 @@ pub use cursor::CursorImage;
 use error::{GuestError, PendingReply, Reply, response_bytes};
 use queue::zeroed;
 pub use rect::Rect;
-pub use resource::Resource;
+pub use resource::{Resource, ResourceKind};
 pub use scanout::Scanout;
 
 /// Largest width or height of a 2D resource, pixels (an arbitrary but

@@ -21,14 +21,29 @@ pub struct Resource {
     pub data: Vec<u8>,
     /// Guest backing, if attached.
     pub backing: Option<Backing>,
-    /// A virgl (3D) resource: its pixels live in a GL texture of virglrenderer,
-    /// `data` is empty and [`Gpu::virgl_texture`] gives the texture.
-    pub is_3d: bool,
-    /// Bytes charged for a 3D resource's GL storage (0 for 2D resources).
-    pub charge_3d: u64,
+    /// What the resource is: a 2D host copy or a virgl (3D) resource.
+    pub kind: ResourceKind,
+}
+
+/// What a resource is, and where its pixels live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// RESOURCE_CREATE_2D: the pixels are [`Resource::data`], uploaded to the compositor.
+    TwoD,
+    /// RESOURCE_CREATE_3D: the pixels live in a GL texture of virglrenderer
+    /// ([`Gpu::virgl_texture`]), `data` is empty.
+    ThreeD {
+        /// Bytes charged against the host memory cap for its GL storage.
+        charge: u64,
+    },
 }
 
 impl Resource {
+    /// Whether this is a virgl (3D) resource.
+    pub fn is_3d(&self) -> bool {
+        matches!(self.kind, ResourceKind::ThreeD { .. })
+    }
+
     /// Bytes per row of `data`: `width * 4`.
     pub fn stride(&self) -> u32 {
         self.width.saturating_mul(self.format.bytes_per_pixel())
@@ -39,8 +54,10 @@ impl Resource {
     /// [`BACKING_ENTRY_BYTES`] per stored backing entry.
     pub fn host_memory(&self) -> u64 {
         let entries = self.backing.as_ref().map_or(0, |b| b.entries().len() as u64);
-        let storage =
-            if self.is_3d { self.charge_3d } else { (self.data.len() as u64).saturating_add(RESOURCE_OVERHEAD_BYTES) };
+        let storage = match self.kind {
+            ResourceKind::ThreeD { charge } => charge,
+            ResourceKind::TwoD => (self.data.len() as u64).saturating_add(RESOURCE_OVERHEAD_BYTES),
+        };
         storage.saturating_add(entries.saturating_mul(BACKING_ENTRY_BYTES))
     }
 
@@ -121,7 +138,7 @@ impl Gpu {
                 return Err(e);
             }
         };
-        self.resources.insert(id, Resource { width, height, format, data, backing: None, is_3d: false, charge_3d: 0 });
+        self.resources.insert(id, Resource { width, height, format, data, backing: None, kind: ResourceKind::TwoD });
         Ok(Reply::NoData)
     }
 
@@ -144,7 +161,7 @@ impl Gpu {
         let id = cmd.resource_id.to_native();
         let resource = self.resources.remove(&id).ok_or(GuestError::UnknownResource)?;
         self.uncharge(resource.host_memory());
-        if resource.is_3d
+        if resource.is_3d()
             && let Some(v) = self.virgl.as_mut()
             && let Err(e) = v.resource_unref(id)
         {
@@ -176,7 +193,7 @@ impl Gpu {
         if resource.backing.is_some() {
             return Err(GuestError::BackingAlreadyAttached);
         }
-        let is_3d = resource.is_3d;
+        let is_3d = resource.is_3d();
         if !(1..=MAX_BACKING_ENTRIES).contains(&nr) {
             return Err(GuestError::BadEntryCount);
         }
@@ -230,7 +247,7 @@ impl Gpu {
         let id = cmd.resource_id.to_native();
         let resource = self.resources.get_mut(&id).ok_or(GuestError::UnknownResource)?;
         let backing = resource.backing.take().ok_or(GuestError::NoBacking)?;
-        if resource.is_3d
+        if resource.is_3d()
             && let Some(v) = self.virgl.as_mut()
         {
             v.detach_backing(id)?;
@@ -255,7 +272,7 @@ impl Gpu {
         if !r.fits_in(resource.width, resource.height) {
             return Err(GuestError::RectOutOfBounds);
         }
-        if resource.is_3d {
+        if resource.is_3d() {
             // A 2D transfer into a virgl resource: virglrenderer copies from the backing.
             let bbox = Box3d { x: r.x, y: r.y, z: 0, w: r.width, h: r.height, d: 1 };
             let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;

@@ -87,7 +87,7 @@ impl Gpu {
         }
         let id = cmd.resource_id.to_native();
         let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
-        if !res.is_3d {
+        if !res.is_3d() {
             // A 2D resource lives in scanway's memory, not virglrenderer's: nothing to attach.
             return Ok(Reply::NoData);
         }
@@ -147,7 +147,7 @@ impl Gpu {
         let format = Format::from_virtio(args.format).unwrap_or(Format::B8G8R8A8);
         self.resources.insert(
             id,
-            Resource { width, height, format, data: Vec::new(), backing: None, is_3d: true, charge_3d: charge },
+            Resource { width, height, format, data: Vec::new(), backing: None, kind: ResourceKind::ThreeD { charge } },
         );
         Ok(Reply::NoData)
     }
@@ -166,7 +166,7 @@ impl Gpu {
         };
         let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
         let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
-        if !res.is_3d {
+        if !res.is_3d() {
             return Err(GuestError::Invalid3d);
         }
         virgl.transfer(
