@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::anyhow;
+use anyhow::Context;
 use smithay::{
     backend::renderer::{
         Bind,
@@ -74,7 +74,7 @@ fn draw(state: &mut State) -> anyhow::Result<()> {
     h.last_frame = Instant::now();
     let age = usize::from(h.drawn);
     {
-        let mut fb = h.renderer.bind(&mut h.target).map_err(|e| anyhow!("bind: {e:?}"))?;
+        let mut fb = h.renderer.bind(&mut h.target).context("bind")?;
         state.comp.render(&mut h.renderer, &mut fb, &mut h.damage_tracker, age)?;
     }
     h.drawn = true;

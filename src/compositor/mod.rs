@@ -198,7 +198,7 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
 
     let mut seat_state = SeatState::new();
     let mut seat = seat_state.new_wl_seat(&display_handle, "seat0");
-    seat.add_keyboard(Default::default(), 200, 25).map_err(|e| anyhow!("keyboard: {e:?}"))?;
+    seat.add_keyboard(Default::default(), 200, 25).context("keyboard")?;
     seat.add_pointer();
 
     let mut comp = Comp {
@@ -538,7 +538,7 @@ impl Comp {
         );
         // also after a failed frame: the redraw state must leave `Drawing`
         self.finish_frame();
-        let result = result.map_err(|e| anyhow!("rendering the output: {e:?}"))?;
+        let result = result.context("rendering the output")?;
         Ok(result.damage.is_some())
     }
 

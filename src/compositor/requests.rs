@@ -249,10 +249,8 @@ fn screenshot(
     let mut target: GlesRenderbuffer = renderer::offscreen_target(renderer, size)?;
     let mut tracker = OutputDamageTracker::new(size, 1.0, Transform::Normal);
     {
-        let mut fb = renderer.bind(&mut target).map_err(|e| anyhow!("bind: {e:?}"))?;
-        tracker
-            .render_output(renderer, &mut fb, 0, elements, CLEAR_COLOR)
-            .map_err(|e| anyhow!("rendering the screenshot: {e:?}"))?;
+        let mut fb = renderer.bind(&mut target).context("bind")?;
+        tracker.render_output(renderer, &mut fb, 0, elements, CLEAR_COLOR).context("rendering the screenshot")?;
     }
     let rgba = renderer::read_rgba(renderer, &mut target, size)?;
     renderer::write_png(path, size.w as u32, size.h as u32, &rgba)?;

@@ -236,7 +236,7 @@ impl Tty {
             self.drm.cursor_size(),
             Some(self.gbm.clone()),
         )
-        .map_err(|e| anyhow!("DRM compositor: {e:?}"))?;
+        .context("DRM compositor")?;
         self.surfaces.insert(
             crtc,
             OutputSurface { output, connector: info.handle(), compositor, flip_pending: false, direct: None },

@@ -1,6 +1,6 @@
 //! The winit backend: scanway's output is a window in the user's X11 or Wayland desktop.
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use smithay::{
     backend::{
         renderer::{damage::OutputDamageTracker, gles::GlesRenderer},
@@ -32,8 +32,8 @@ impl Winit {
             .with_inner_size(LogicalSize::new(f64::from(size.0), f64::from(size.1)))
             .with_title("scanway")
             .with_transparent(true);
-        let (backend, winit_loop) = winit::init_from_attributes::<GlesRenderer>(attributes)
-            .map_err(|e| anyhow!("opening the window: {e:?}"))?;
+        let (backend, winit_loop) =
+            winit::init_from_attributes::<GlesRenderer>(attributes).map_err(|e| anyhow!("opening the window: {e}"))?; // winit's error is not Sync
         event_loop
             .handle()
             .insert_source(winit_loop, |event, _, state| match event {
@@ -67,11 +67,11 @@ fn draw(state: &mut State) -> anyhow::Result<()> {
     let tracker = w.damage_tracker.get_or_insert_with(|| OutputDamageTracker::new(size, 1.0, Transform::Flipped180));
     let age = w.backend.buffer_age().unwrap_or(0);
     let damaged = {
-        let (renderer, mut fb) = w.backend.bind().map_err(|e| anyhow!("bind: {e:?}"))?;
+        let (renderer, mut fb) = w.backend.bind().context("bind")?;
         state.comp.render(renderer, &mut fb, tracker, age)?
     };
     if damaged {
-        w.backend.submit(None).map_err(|e| anyhow!("submit: {e:?}"))?;
+        w.backend.submit(None).context("submit")?;
     }
     state.comp.send_frame_callbacks();
     Ok(())

@@ -80,12 +80,11 @@ pub fn read_rgba(
     target: &mut GlesRenderbuffer,
     size: Size<i32, Physical>,
 ) -> anyhow::Result<Vec<u8>> {
-    let fb = renderer.bind(target).map_err(|e| anyhow!("bind: {e:?}"))?;
+    let fb = renderer.bind(target).context("bind")?;
     let region = Rectangle::from_size((size.w, size.h).into());
-    let mapping =
-        renderer.copy_framebuffer(&fb, region, Fourcc::Abgr8888).map_err(|e| anyhow!("copy_framebuffer: {e:?}"))?;
+    let mapping = renderer.copy_framebuffer(&fb, region, Fourcc::Abgr8888).context("copy_framebuffer")?;
     drop(fb);
-    let bytes = renderer.map_texture(&mapping).map_err(|e| anyhow!("map_texture: {e:?}"))?;
+    let bytes = renderer.map_texture(&mapping).context("map_texture")?;
     Ok(bytes.to_vec())
 }
 
