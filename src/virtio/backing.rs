@@ -84,7 +84,7 @@ impl Backing {
             let addr = GuestAddress(entry.addr).checked_add(within).ok_or(BackingError::GuestMemory)?;
             mem.read_slice(head, addr).map_err(|_| BackingError::GuestMemory)?;
             rest = tail;
-            pos += n as u64;
+            pos = pos.checked_add(n as u64).ok_or(BackingError::TooSmall)?;
         }
         Ok(())
     }

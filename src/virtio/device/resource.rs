@@ -221,11 +221,11 @@ impl Gpu {
             }
             match entries.last_mut() {
                 Some(prev) if prev.addr.checked_add(prev.len) == Some(addr) => {
-                    prev.len += u64::from(len);
+                    prev.len = prev.len.checked_add(u64::from(len)).ok_or(GuestError::BackingOutsideMemory)?;
                 }
                 _ => entries.push(BackingEntry { addr, len: u64::from(len), offset: total }),
             }
-            total += u64::from(len);
+            total = total.checked_add(u64::from(len)).ok_or(GuestError::BackingOutsideMemory)?;
         }
         entries.shrink_to_fit();
         self.charge((entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES))?;
@@ -305,7 +305,11 @@ impl Gpu {
             let row_len = to_usize(row_bytes)?;
             let stride_usize = to_usize(stride)?;
             for h in 0..r.height {
-                let src = offset + stride * u64::from(h);
+                // inside `needed`, checked above; checked again rather than trusted
+                let src = stride
+                    .checked_mul(u64::from(h))
+                    .and_then(|v| v.checked_add(offset))
+                    .ok_or(GuestError::BackingTooSmall)?;
                 let dst_off = dst_start.saturating_add(stride_usize.saturating_mul(h as usize));
                 let dst = resource
                     .data
