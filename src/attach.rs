@@ -16,12 +16,12 @@
 //!
 //! The VM's name comes from that pidfile: libvirt names it
 //! `<state dir>/<domain id>-<short name>-<device alias>-vhost-user-gpu.pid`
-//! (`/run/libvirt/qemu/...` for `qemu:///system`). scanway looks the domain up by its id to
-//! get its full name and to open its D-Bus display (`virDomainOpenGraphicsFD`).
+//! (`/run/libvirt/qemu/...` for `qemu:///system`); the guest is named by that short name, and
+//! scanway looks the domain up by its id to open its D-Bus display (`virDomainOpenGraphicsFD`).
 //!
 //! When no scanway is running, the process says so on stderr and in the system log and exits
-//! with status 1 before the VM starts, so libvirt fails the start ("could not get process id"
-//! or similar): a VM whose display nobody shows is not started silently.
+//! with status 1 before the VM starts; QEMU then fails its vhost-user handshake and libvirt the
+//! start (`vhost_backend_init failed`): a VM whose display nobody shows is not started silently.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -114,8 +114,6 @@ pub struct BackendArgs {
     pub fd: RawFd,
     /// `--virgl`: the VM asked for 3D.
     pub virgl: bool,
-    /// `--render-node`: accepted and ignored (scanway renders with the compositor's GPU).
-    pub render_node: Option<PathBuf>,
     /// The guest's name, when not a libvirt domain's.
     pub name: Option<String>,
     /// The running scanway's attach socket.

@@ -245,13 +245,7 @@ fn backend_program(args: BackendProgramArgs) -> ExitCode {
         eprintln!("scanway: a subcommand, --print-capabilities or --fd=N is needed (see --help)");
         return ExitCode::from(2);
     };
-    let backend = attach::BackendArgs {
-        fd,
-        virgl: args.virgl,
-        render_node: args.render_node,
-        name: args.name,
-        attach_socket: args.attach_socket,
-    };
+    let backend = attach::BackendArgs { fd, virgl: args.virgl, name: args.name, attach_socket: args.attach_socket };
     match attach::run_backend(backend) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -127,8 +127,12 @@ fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &Uni
     let comp = &state.comp;
     // the slot of an attached guest of this name that is not connected, else a new name
     let reuse = comp.guests.iter().position(|g| g.name == base && g.socket.is_none() && !g.connected());
+    let link = request.libvirt.clone().map(UiLink::Libvirt);
     let index = match reuse {
-        Some(i) => i,
+        Some(i) => {
+            state.comp.guests[i].link = link;
+            i
+        }
         None => {
             if comp.guests.iter().filter(|g| g.socket.is_none()).count() >= MAX_ATTACHED {
                 return Err(format!("{MAX_ATTACHED} VMs attached already"));
@@ -142,12 +146,10 @@ fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &Uni
             let mut config = comp.guest_template.clone();
             config.name = name.clone();
             config.num_scanouts = comp.config.guests.get(&name).and_then(|g| g.outputs).unwrap_or(1);
-            let link = request.libvirt.clone().map(UiLink::Libvirt);
             guests::push_guest(state, &name, None, link, config)
         }
     };
     let guest = &mut state.comp.guests[index];
-    guest.link = request.libvirt.clone().map(UiLink::Libvirt);
     let name = guest.name.clone();
     // 3D as the VM asked for it (libvirt's --virgl), where virglrenderer runs
     {
@@ -168,7 +170,6 @@ fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &Uni
     if !guest.connected() {
         return Err(format!("guest {name} could not take the connection"));
     }
-    let _ = attach.set_nonblocking(false);
     guest.attach = Some(attach);
     let how = match &request.libvirt {
         Some(d) => format!("libvirt domain {} (id {}, {})", d.short_name, d.id, d.uri),

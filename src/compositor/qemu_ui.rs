@@ -286,17 +286,8 @@ impl Link {
 
 /// Ask QEMU (QMP at `qmp`) to serve its D-Bus display on a new socket; returns our end.
 fn dbus_stream_over_qmp(qmp: &Path) -> anyhow::Result<UnixStream> {
-    let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
-    let stream = loop {
-        match UnixStream::connect(qmp) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                debug!("QMP {}: {e}; retrying", qmp.display());
-                thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e).with_context(|| format!("connecting to QMP at {}", qmp.display())),
-        }
-    };
+    let stream = retry(&format!("QMP {}", qmp.display()), || UnixStream::connect(qmp))
+        .with_context(|| format!("connecting to QMP at {}", qmp.display()))?;
     stream.set_read_timeout(Some(QMP_CONNECT_TIMEOUT))?;
     let mut qmp = Qmp { reader: BufReader::new(stream.try_clone()?), stream };
     qmp.read_message().context("QMP greeting")?;
@@ -312,15 +303,22 @@ fn dbus_stream_over_qmp(qmp: &Path) -> anyhow::Result<UnixStream> {
 /// Ask libvirt for a connection to `domain`'s D-Bus display (`virDomainOpenGraphicsFD` on its
 /// first `<graphics type='dbus'/>`); retried while the domain is still starting.
 fn dbus_stream_from_libvirt(domain: &LibvirtDomain) -> anyhow::Result<UnixStream> {
+    let fd = retry(&format!("libvirt graphics of {}", domain.short_name), || open_libvirt_graphics(domain))
+        .context("virDomainOpenGraphicsFD")?;
+    Ok(UnixStream::from(fd))
+}
+
+/// `attempt` until it succeeds or [`QMP_CONNECT_TIMEOUT`] has passed (every 200 ms: the VM may
+/// still be starting); the last error otherwise.
+fn retry<T, E: std::fmt::Display>(what: &str, mut attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
     loop {
-        match open_libvirt_graphics(domain) {
-            Ok(fd) => return Ok(UnixStream::from(fd)),
+        match attempt() {
             Err(e) if Instant::now() < deadline => {
-                debug!("libvirt graphics of {}: {e:#}; retrying", domain.short_name);
+                debug!("{what}: {e:#}; retrying");
                 thread::sleep(Duration::from_millis(200));
             }
-            Err(e) => return Err(e).context("virDomainOpenGraphicsFD"),
+            result => return result,
         }
     }
 }
