@@ -201,19 +201,27 @@ def _corners(ctx, path, rect, want, what):
 
 
 # ------------------------------------------------------------------------ cases
+def _session_up(ctx, session, renderer_line, what):
+    """Boot the desktop-`session` guest and wait for its ready line; its GL renderer (the
+    GUEST-`renderer_line` line) must be virgl and scanway's scanout zero-copy. Returns (backend,
+    guest, renderer, scanout listing, seconds to ready)."""
+    b, g = _start(ctx, f"desktop-{session}")
+    line = g.wait(rf"^GUEST-DESKTOP {session}-ready.*$", ctx.deadline.left(DESKTOP_BOOT),
+                  f"the {session} session's ready line").group(0)
+    t_ready = time.monotonic() - ctx.log.t0
+    renderer = g.wait(rf"^GUEST-{renderer_line} (.*)$", 5, f"the {what} line").group(1).strip()
+    if not renderer.startswith("virgl"):
+        raise CaseFailure(f"{what} does not run on virgl: {renderer!r} ({line})")
+    return b, g, renderer, _check_virgl_scanout(ctx, b, g), t_ready
+
+
 def case_desktop_weston(ctx):
     """weston's DRM backend with its GL renderer on virgl, zero-copy through scanway: text typed
     through scanway's seat into a weston-terminal runs a command; a click on the other terminal
     moves the keyboard focus there (the click lands where the pointer is); after a window
     resize, which weston does not follow, scanway shows the guest's picture scaled with its
     aspect kept."""
-    b, g = _start(ctx, "desktop-weston")
-    line = g.wait(r"^GUEST-DESKTOP weston-ready.*$", ctx.deadline.left(DESKTOP_BOOT), "weston's ready line").group(0)
-    t_ready = time.monotonic() - ctx.log.t0
-    renderer = g.wait(r"^GUEST-WESTON-RENDERER (.*)$", 5, "weston's renderer line").group(1).strip()
-    if not renderer.startswith("virgl"):
-        raise CaseFailure(f"weston's GL renderer is not virgl: {renderer!r} ({line})")
-    s = _check_virgl_scanout(ctx, b, g)
+    b, g, renderer, s, t_ready = _session_up(ctx, "weston", "WESTON-RENDERER", "weston's GL renderer")
     win = s["window"]
     details = [f"weston GL renderer {renderer!r}", f"zero-copy 1280x800 after {t_ready:.0f}s"]
     views = {m.group(1): tuple(int(v) for v in m.group(2, 3, 4, 5)) for m in
@@ -271,13 +279,7 @@ def case_desktop_xorg(ctx):
     """Xorg (modesetting, glamor on virgl) with twm and an xterm, zero-copy through scanway:
     text typed into the xterm runs a command; a window resize changes the X screen's size
     (the image's udev rule runs `xrandr --output Virtual-1 --auto` on the hotplug) and the picture fills the window."""
-    b, g = _start(ctx, "desktop-xorg")
-    line = g.wait(r"^GUEST-DESKTOP xorg-ready.*$", ctx.deadline.left(DESKTOP_BOOT), "Xorg's ready line").group(0)
-    t_ready = time.monotonic() - ctx.log.t0
-    glamor = g.wait(r"^GUEST-XORG-GLAMOR (.*)$", 5, "the glamor line").group(1).strip()
-    if not glamor.startswith("virgl"):
-        raise CaseFailure(f"glamor does not run on virgl: {glamor!r} ({line})")
-    s = _check_virgl_scanout(ctx, b, g)
+    b, g, glamor, s, t_ready = _session_up(ctx, "xorg", "XORG-GLAMOR", "glamor")
     win = s["window"]
     details = [f"glamor on {glamor!r}", f"zero-copy 1280x800 after {t_ready:.0f}s"]
     m = re.search(r"^GUEST-X-WINDOW xterm x=(\d+) y=(\d+) w=(\d+) h=(\d+)", g.serial_text(), re.M)

@@ -437,7 +437,7 @@ def case_nested(ctx):
 
     # X input (xdotool: pointer, click, key) reaches g0 through the winit backend's seat
     g0.wait(r"^GUEST-INPUT-READY\b", ctx.deadline.left(30), "GUEST-INPUT-READY")
-    wait_ui_linked(ctx, b, "g0")
+    b.wait_ui_linked("g0")
     win, (W, H_) = windows["g0"], (int(v) for v in sizes["g0"].split("x"))
     gx, gy = 640, 400
     # no window manager: give scanway's window the X keyboard focus first
@@ -457,11 +457,6 @@ def case_nested(ctx):
     return f"Xvfb :{n}: " + ", ".join(details)
 
 
-def wait_ui_linked(ctx, b, name):
-    """scanway's link to the guest's QEMU D-Bus display is up."""
-    return b.wait_ui_linked(name)
-
-
 def case_resize(ctx):
     """Resizing a guest window through the control socket resizes the guest: scanway answers
     the guest's display info with the window's size and raises the display-change event
@@ -473,7 +468,7 @@ def case_resize(ctx):
     g = ctx.guest("g0", "g0", "follow", dbus=True)
     b.connected("g0")
     line = g.wait_ready(ctx.deadline.left(BOOT))
-    wait_ui_linked(ctx, b, "g0")
+    b.wait_ui_linked("g0")
     details = [f"started {size_of(line)}"]
     for n, size in enumerate(("1024x768", "1600x900"), start=2):
         b.ctl("window", "--guest", "g0", "--size", size)
@@ -553,7 +548,7 @@ def check_input(ctx, b, g, details):
     no key types is refused whole.  A key held when focus leaves goes up in the guest, and no
     key reaches it after; send-keys reaches it still, with text too (--type)."""
     g.wait(r"^GUEST-INPUT-READY\b", ctx.deadline.left(BOOT), "GUEST-INPUT-READY")
-    wait_ui_linked(ctx, b, "g0")
+    b.wait_ui_linked("g0")
     s = scanout_info(b.list("ready"), "g0", 0)
     win = s.get("window") or {}
     W, H_ = s["width"], s["height"]
@@ -675,7 +670,7 @@ def case_resize_3d(ctx):
     g = ctx.guest("g0", "g0", "follow", dbus="gl")
     b.connected("g0")
     line = g.wait_ready(ctx.deadline.left(BOOT))
-    wait_ui_linked(ctx, b, "g0")
+    b.wait_ui_linked("g0")
     assert_virgl(g)
     details = [f"virgl guest started {size_of(line)}"]
     size = "1024x768"
