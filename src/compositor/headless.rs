@@ -1,5 +1,7 @@
 //! The headless backend: an offscreen output rendered with EGL (device platform, else
-//! surfaceless), at most one frame per refresh interval, only when something changed.
+//! surfaceless). Its refresh clock is a timer: a frame counts as presented one refresh interval
+//! ([`FRAME_INTERVAL`]) after it was drawn, so the output draws at most one frame per interval,
+//! only when something changed, and at once when a change finds it idle.
 
 use std::time::Instant;
 
@@ -15,18 +17,18 @@ use smithay::{
 };
 use tracing::warn;
 
-use super::{Backend, FRAME_INTERVAL, State};
+use super::{Backend, FRAME_INTERVAL, State, render};
 use crate::renderer;
 
 /// Backend state of the headless output.
 pub struct Headless {
+    /// The GLES renderer on the EGL device (or surfaceless) platform; virglrenderer shares its
+    /// EGL display.
     pub renderer: GlesRenderer,
     target: GlesRenderbuffer,
     damage_tracker: OutputDamageTracker,
     /// Whether the target holds the previous frame (then only damage is repainted).
     drawn: bool,
-    last_frame: Instant,
-    timer_armed: bool,
 }
 
 impl Headless {
@@ -39,45 +41,50 @@ impl Headless {
             target,
             damage_tracker: OutputDamageTracker::new(size, 1.0, Transform::Normal),
             drawn: false,
-            last_frame: Instant::now() - FRAME_INTERVAL,
-            timer_armed: false,
         })
     }
 }
 
-/// Arm the frame timer if a redraw is queued and none is armed: the frame is drawn one refresh
-/// interval after the previous one (or now, if that is past).
-pub fn schedule(state: &mut State) {
-    let Backend::Headless(headless) = &mut state.backend else { return };
-    if headless.timer_armed || !state.comp.redraw.is_queued() {
+/// Draw the output if its redraw is queued, and arm its refresh timer: the frame is presented
+/// one refresh interval later, when a change queued meanwhile is drawn.
+pub fn draw_queued(state: &mut State) {
+    let output = state.comp.output.clone();
+    if !state.comp.redraw_of(&output).is_queued() {
         return;
     }
-    let due = headless.last_frame + FRAME_INTERVAL;
-    let timer = Timer::from_deadline(due.max(Instant::now()));
-    let armed = state.comp.loop_handle.insert_source(timer, |_, _, state| {
-        if let Backend::Headless(h) = &mut state.backend {
-            h.timer_armed = false;
-        }
-        if let Err(e) = draw(state) {
+    let drawn_at = Instant::now();
+    let submitted = match draw(state) {
+        Ok(()) => true,
+        Err(e) => {
             warn!("headless frame: {e:#}");
+            false
         }
+    };
+    state.comp.end_frame(&output, submitted);
+    if !submitted {
+        return;
+    }
+    let vblank = Timer::from_deadline(drawn_at + FRAME_INTERVAL);
+    let armed = state.comp.loop_handle.insert_source(vblank, move |_, _, state| {
+        state.comp.frame_presented(&output);
+        draw_queued(state);
         TimeoutAction::Drop
     });
-    match armed {
-        Ok(_) => headless.timer_armed = true,
-        Err(e) => warn!("frame timer: {e}"),
+    if let Err(e) = armed {
+        // no clock: present now rather than never draw again
+        warn!("headless refresh timer: {e}");
+        let output = state.comp.output.clone();
+        state.comp.frame_presented(&output);
     }
 }
 
 fn draw(state: &mut State) -> anyhow::Result<()> {
     let Backend::Headless(h) = &mut state.backend else { return Ok(()) };
-    h.last_frame = Instant::now();
+    let output = state.comp.output.clone();
+    let elements = state.comp.begin_frame(&mut h.renderer, &output)?;
     let age = usize::from(h.drawn);
-    {
-        let mut fb = h.renderer.bind(&mut h.target).context("bind")?;
-        state.comp.render(&mut h.renderer, &mut fb, &mut h.damage_tracker, age)?;
-    }
+    let mut fb = h.renderer.bind(&mut h.target).context("bind")?;
+    render::render_elements(&mut h.renderer, &mut fb, &mut h.damage_tracker, age, &elements)?;
     h.drawn = true;
-    state.comp.send_frame_callbacks();
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! The compositor: smithay state, backends and windows.
 //!
 //! [`State`] is the event loop's data, split as niri does into the backend-specific part
-//! ([`Backend`]: headless or winit) and the backend-agnostic part ([`Comp`]: Wayland globals,
+//! ([`Backend`]: headless, winit or tty) and the backend-agnostic part ([`Comp`]: Wayland globals,
 //! the space of windows, guests, output).
 //!
-//! Redraw state machine: [`redraw`] (a table of its transitions): anything visible that changes
-//! calls [`Comp::queue_redraw`], and every backend brackets a frame with [`Comp::prepare_frame`]
-//! and [`Comp::finish_frame`].
+//! Redraw state machine: [`redraw`] (a table of its transitions), one per output: anything
+//! visible that changes calls [`Comp::queue_redraw`]. Drawing: [`render`], the one render path
+//! every backend (headless, winit, tty) and the screenshots use.
 
 pub mod attach;
 pub mod config;
@@ -19,11 +19,13 @@ pub mod layout_view;
 pub mod libvirt;
 pub mod qemu_ui;
 pub mod redraw;
+pub mod render;
 mod requests;
 pub mod tty;
 mod winit;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -35,10 +37,9 @@ use smithay::{
     backend::renderer::{
         Bind,
         damage::OutputDamageTracker,
-        element::AsRenderElements,
         gles::{GlesRenderbuffer, GlesRenderer},
     },
-    desktop::{PopupManager, Space, Window, space::render_output},
+    desktop::{PopupManager, Space, Window},
     input::{Seat, SeatState},
     output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
     reexports::{
@@ -139,8 +140,8 @@ pub struct Comp {
     /// guest is never removed (one whose VMM left waits for a VMM again: on its socket, or the
     /// next attach of that name), so an index stays valid.
     pub guests: Vec<Guest>,
-    /// Redraw state machine of the output ([`redraw`]).
-    pub redraw: Redraw,
+    /// Redraw state machine of each output ([`redraw`]).
+    pub redraw: HashMap<Output, Redraw>,
     /// Frames drawn since start (`scanway list` shows it).
     pub frames: u64,
     /// When the compositor started: the clock of input event times and frame callbacks (ms).
@@ -216,7 +217,7 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
         popups: PopupManager::default(),
         output,
         guests: Vec::new(),
-        redraw: Redraw::Idle,
+        redraw: HashMap::new(),
         frames: 0,
         start: Instant::now(),
         virgl: None,
@@ -313,9 +314,6 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("signal source: {e}"))?;
 
     state.comp.queue_redraw();
-    if let Backend::Headless(_) = state.backend {
-        headless::schedule(&mut state);
-    }
     event_loop
         .run(None, &mut state, |state| {
             state.comp.space.refresh();
@@ -323,11 +321,11 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
             if let Err(e) = state.comp.display_handle.flush_clients() {
                 warn!("flushing Wayland clients: {e}");
             }
-            if state.comp.redraw.is_queued() {
+            if !state.comp.queued_outputs().is_empty() {
                 match &mut state.backend {
-                    Backend::Headless(_) => headless::schedule(state),
+                    Backend::Headless(_) => headless::draw_queued(state),
                     Backend::Winit(w) => w.backend.window().request_redraw(),
-                    Backend::Tty(_) => tty::schedule(state),
+                    Backend::Tty(_) => tty::draw_queued(state),
                 }
             }
         })
@@ -368,9 +366,11 @@ fn virtual_output(size: Size<i32, Physical>) -> Output {
 }
 
 impl Comp {
-    /// Ask for a frame (see the module documentation).
+    /// Ask for a frame of every output (see [`redraw`]).
     pub fn queue_redraw(&mut self) {
-        self.redraw.queue();
+        for redraw in self.redraw.values_mut() {
+            redraw.queue();
+        }
     }
 
     /// The Wayland window whose toplevel surface is `surface`.
@@ -507,72 +507,19 @@ impl Comp {
         }
     }
 
-    /// Upload every guest's pending flushed regions into their textures.
-    fn upload_scanouts(&mut self, renderer: &mut GlesRenderer) {
-        for guest in &mut self.guests {
-            let device = lock(&guest.device);
-            guest.scanouts.upload(renderer, device.gpu());
-        }
-    }
-
-    /// Draw the space into `framebuffer` with `damage_tracker` (`age`: 0 = unknown contents).
-    /// Returns whether anything was drawn.
-    pub fn render(
-        &mut self,
-        renderer: &mut GlesRenderer,
-        framebuffer: &mut <GlesRenderer as smithay::backend::renderer::RendererSuper>::Framebuffer<'_>,
-        damage_tracker: &mut OutputDamageTracker,
-        age: usize,
-    ) -> anyhow::Result<bool> {
-        self.prepare_frame(renderer);
-        let result = render_output::<_, WindowRenderElement, _, _>(
-            &self.output,
-            renderer,
-            framebuffer,
-            1.0,
-            age,
-            [&self.space],
-            &[],
-            damage_tracker,
-            CLEAR_COLOR,
-        );
-        // also after a failed frame: the redraw state must leave `Drawing`
-        self.finish_frame();
-        let result = result.context("rendering the output")?;
-        Ok(result.damage.is_some())
-    }
-
-    /// Before drawing a frame: upload the guests' flushed pixels, refresh the overlay text.
-    pub fn prepare_frame(&mut self, renderer: &mut GlesRenderer) {
-        self.redraw.begin();
-        self.upload_scanouts(renderer);
-        self.update_overlays();
-    }
-
-    /// After drawing a frame: the redraw state goes idle and the flushes shown end their
-    /// flush-to-present latency.
-    pub fn finish_frame(&mut self) {
-        self.redraw.finish();
-        self.frames += 1;
-        let now = Instant::now();
-        for guest in &self.guests {
-            for window in guest.scanouts.windows() {
-                window.presented(now);
-            }
-        }
-    }
-
     /// The backend's outputs changed from `before` to `after` (at start, or a connector
     /// hotplug): lay them out side by side, left to right, with a `wl_output` global for each new
     /// one, and unmap those gone. The first is the primary output.
     pub fn set_outputs(&mut self, before: &[Output], after: &[Output]) {
         for o in before.iter().filter(|o| !after.contains(o)) {
             self.space.unmap_output(o);
+            self.redraw.remove(o);
         }
         let mut x = 0;
         for o in after {
             if !before.contains(o) {
                 let _global = o.create_global::<State>(&self.display_handle);
+                self.redraw.insert(o.clone(), Redraw::Queued);
             }
             self.space.map_output(o, (x, 0));
             o.change_current_state(None, None, None, Some((x, 0).into()));
@@ -605,51 +552,6 @@ impl Comp {
                 self.place_window(WindowElement::Layout(view));
             }
             _ => {}
-        }
-    }
-
-    /// Refresh the statistics overlay text of every guest window (or hide it).
-    fn update_overlays(&mut self) {
-        let now = Instant::now();
-        for guest in &self.guests {
-            let device = lock(&guest.device);
-            let gpu = device.gpu();
-            for window in guest.scanouts.windows() {
-                let text = self.overlay.then(|| {
-                    let (_, scanout) = window.ids();
-                    let format = gpu.resource(window.resource_id()).map_or("-", |r| r.format.name());
-                    let size = window.scanout_size();
-                    let stats = window.stats(now);
-                    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-                    format!(
-                        "scanout {scanout} resource {} {format} {}x{}\n{} flush/s, {} copies/frame ({})\nflush-to-present p50 {} ms p99 {} ms",
-                        window.resource_id(),
-                        size.w,
-                        size.h,
-                        stats.flush_rate,
-                        if window.zero_copy() { 0 } else { 1 },
-                        if window.zero_copy() { "zero-copy" } else { "copied" },
-                        ms(stats.latency_p50_ms),
-                        ms(stats.latency_p99_ms),
-                    )
-                });
-                window.with_decoration(|d| d.overlay = text);
-            }
-        }
-        if self.overlay {
-            // rates and latencies change while nothing else does: the next frame is wanted
-            self.queue_redraw();
-        }
-    }
-
-    /// Tell Wayland clients a frame was shown.
-    pub fn send_frame_callbacks(&mut self) {
-        let now = self.start.elapsed();
-        let output = self.output.clone();
-        for e in self.space.elements() {
-            if let WindowElement::Wayland(w) = e {
-                w.send_frame(&output, now, Some(Duration::ZERO), |_, _| Some(output.clone()));
-            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use smithay::backend::renderer::element::RenderElement;
 
 impl Comp {
     /// The state `scanway list` shows (see `control::format_list`).
@@ -157,16 +158,8 @@ impl State {
                 let renderer = self.backend.renderer();
                 self.comp.upload_scanouts(renderer);
                 let size = self.comp.output_size();
-                let scale = Scale::from(1.0);
-                let mut elements: Vec<WindowRenderElement> = Vec::new();
-                for e in self.comp.space.elements().rev() {
-                    let Some(loc) = self.comp.space.element_location(e) else { continue };
-                    let geo_loc = smithay::desktop::space::SpaceElement::geometry(e).loc;
-                    let physical = (loc - geo_loc).to_physical_precise_round(scale);
-                    elements.extend(AsRenderElements::<GlesRenderer>::render_elements::<WindowRenderElement>(
-                        e, renderer, physical, scale, 1.0,
-                    ));
-                }
+                // what the primary output's next frame shows (the one render path)
+                let elements = self.comp.output_elements(renderer, &self.comp.output)?;
                 screenshot(renderer, size, &elements, &path)?;
                 Ok(json!({"size": format!("{}x{}", size.w, size.h), "path": path}))
             }
@@ -237,10 +230,10 @@ impl State {
 
 /// Render `elements` (topmost first) into a fresh offscreen buffer of `size` pixels and write it
 /// as a PNG to `path`.
-fn screenshot(
+fn screenshot<E: RenderElement<GlesRenderer>>(
     renderer: &mut GlesRenderer,
     size: Size<i32, Physical>,
-    elements: &[WindowRenderElement],
+    elements: &[E],
     path: &Path,
 ) -> anyhow::Result<()> {
     if size.w <= 0 || size.h <= 0 {
@@ -250,7 +243,7 @@ fn screenshot(
     let mut tracker = OutputDamageTracker::new(size, 1.0, Transform::Normal);
     {
         let mut fb = renderer.bind(&mut target).context("bind")?;
-        tracker.render_output(renderer, &mut fb, 0, elements, CLEAR_COLOR).context("rendering the screenshot")?;
+        render::render_elements(renderer, &mut fb, &mut tracker, 0, elements).context("rendering the screenshot")?;
     }
     let rgba = renderer::read_rgba(renderer, &mut target, size)?;
     renderer::write_png(path, size.w as u32, size.h as u32, &rgba)?;

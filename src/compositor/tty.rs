@@ -6,8 +6,9 @@
 //! - GPU: `--drm-device`, else udev's primary GPU of the seat, else its first card. One output
 //!   per connected connector with its preferred mode, side by side; the first is the primary.
 //! - Rendering: GBM buffers with EGL (the same GLES renderer and share group as the other
-//!   backends), one smithay `DrmCompositor` per CRTC. A frame is queued only when something
-//!   changed and the previous one was flipped: page flips are paced by vblank (the frame clock).
+//!   backends), one smithay `DrmCompositor` per CRTC. Each output draws on its own vblank: a
+//!   frame is queued only when something changed and that output's previous frame was flipped
+//!   (its redraw state, `compositor::redraw`).
 //!   The compositor puts an element on a plane by itself (direct scanout) when its buffer can be
 //!   scanned out; scanway's guest scanouts are GL textures, so they are composited (logged per
 //!   output when that changes).
@@ -33,7 +34,6 @@ use smithay::{
         session::{Event as SessionEvent, Session, libseat::LibSeatSession},
         udev::{UdevBackend, UdevEvent, all_gpus, primary_gpu},
     },
-    desktop::space::space_render_elements,
     output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
     reexports::{
         calloop::EventLoop,
@@ -45,7 +45,7 @@ use smithay::{
 };
 use tracing::{info, warn};
 
-use super::{Backend, CLEAR_COLOR, State, element::WindowRenderElement};
+use super::{Backend, CLEAR_COLOR, State};
 
 type GbmDrmCompositor = DrmCompositor<GbmAllocator<DrmDeviceFd>, GbmFramebufferExporter<DrmDeviceFd>, (), DrmDeviceFd>;
 
@@ -54,8 +54,6 @@ struct OutputSurface {
     output: Output,
     connector: connector::Handle,
     compositor: GbmDrmCompositor,
-    /// A frame was queued and its page flip not yet reported.
-    flip_pending: bool,
     /// Whether the last frame's primary plane showed an element directly (no composition).
     direct: Option<bool>,
 }
@@ -237,10 +235,7 @@ impl Tty {
             Some(self.gbm.clone()),
         )
         .context("DRM compositor")?;
-        self.surfaces.insert(
-            crtc,
-            OutputSurface { output, connector: info.handle(), compositor, flip_pending: false, direct: None },
-        );
+        self.surfaces.insert(crtc, OutputSurface { output, connector: info.handle(), compositor, direct: None });
         Ok(())
     }
 }
@@ -258,66 +253,69 @@ fn connector_type_name(kind: connector::Interface) -> &'static str {
     }
 }
 
-/// Draw a frame on every output whose previous page flip completed, if a redraw is queued.
-pub fn schedule(state: &mut State) {
-    if !state.comp.redraw.is_queued() {
-        return;
-    }
+/// Draw every output whose redraw is queued (each on its own vblank: an output whose page flip
+/// is pending is `Pending`, not `Queued`, and draws after its own flip).
+pub fn draw_queued(state: &mut State) {
     let Backend::Tty(tty) = &mut state.backend else { return };
-    if !tty.session.is_active() || tty.surfaces.values().any(|s| s.flip_pending) {
+    if !tty.session.is_active() {
         return;
     }
-    state.comp.prepare_frame(&mut tty.renderer);
-    let mut drawn = false;
-    for (crtc, surface) in tty.surfaces.iter_mut() {
-        let elements: Vec<smithay::desktop::space::SpaceRenderElements<GlesRenderer, WindowRenderElement>> =
-            match space_render_elements(&mut tty.renderer, [&state.comp.space], &surface.output, 1.0) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!("render elements: {e:?}");
-                    continue;
-                }
-            };
-        let result = surface.compositor.render_frame(&mut tty.renderer, &elements, CLEAR_COLOR, FrameFlags::DEFAULT);
-        match result {
-            Ok(frame) => {
-                let direct = matches!(frame.primary_element, PrimaryPlaneElement::Element(_));
-                if surface.direct != Some(direct) {
-                    info!(
-                        "output {}: {}",
-                        surface.output.name(),
-                        if direct { "direct scanout (an element on the primary plane)" } else { "composited" }
-                    );
-                    surface.direct = Some(direct);
-                }
-                if !frame.is_empty {
-                    match surface.compositor.queue_frame(()) {
-                        Ok(()) => {
-                            surface.flip_pending = true;
-                            drawn = true;
-                        }
-                        Err(e) => warn!("queueing a frame on {crtc:?}: {e:?}"),
-                    }
-                }
-            }
-            Err(e) => warn!("rendering {}: {e:?}", surface.output.name()),
-        }
-    }
-    state.comp.finish_frame();
-    if drawn {
-        state.comp.send_frame_callbacks();
+    let queued = state.comp.queued_outputs();
+    let crtcs: Vec<crtc::Handle> =
+        tty.surfaces.iter().filter(|(_, s)| queued.contains(&s.output)).map(|(crtc, _)| *crtc).collect();
+    for crtc in crtcs {
+        draw(state, crtc);
     }
 }
 
+/// Draw one frame on `crtc`'s output and queue its page flip.
+fn draw(state: &mut State, crtc: crtc::Handle) {
+    let Backend::Tty(tty) = &mut state.backend else { return };
+    let Some(surface) = tty.surfaces.get_mut(&crtc) else { return };
+    let output = surface.output.clone();
+    let elements = match state.comp.begin_frame(&mut tty.renderer, &output) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!("render elements: {e:#}");
+            return;
+        }
+    };
+    let mut submitted = false;
+    match surface.compositor.render_frame(&mut tty.renderer, &elements, CLEAR_COLOR, FrameFlags::DEFAULT) {
+        Ok(frame) => {
+            let direct = matches!(frame.primary_element, PrimaryPlaneElement::Element(_));
+            if surface.direct != Some(direct) {
+                info!(
+                    "output {}: {}",
+                    output.name(),
+                    if direct { "direct scanout (an element on the primary plane)" } else { "composited" }
+                );
+                surface.direct = Some(direct);
+            }
+            if !frame.is_empty {
+                match surface.compositor.queue_frame(()) {
+                    Ok(()) => submitted = true,
+                    Err(e) => warn!("queueing a frame on {crtc:?}: {e:?}"),
+                }
+            }
+        }
+        Err(e) => warn!("rendering {}: {e:?}", output.name()),
+    }
+    state.comp.end_frame(&output, submitted);
+}
+
+/// `crtc`'s page flip completed: its frame is presented, and it draws again if queued.
 fn vblank(state: &mut State, crtc: crtc::Handle) {
     let Backend::Tty(tty) = &mut state.backend else { return };
-    if let Some(surface) = tty.surfaces.get_mut(&crtc) {
-        if let Err(e) = surface.compositor.frame_submitted() {
-            warn!("page flip on {crtc:?}: {e:?}");
-        }
-        surface.flip_pending = false;
+    let Some(surface) = tty.surfaces.get_mut(&crtc) else { return };
+    if let Err(e) = surface.compositor.frame_submitted() {
+        warn!("page flip on {crtc:?}: {e:?}");
     }
-    schedule(state);
+    let output = surface.output.clone();
+    state.comp.frame_presented(&output);
+    if state.comp.redraw_of(&output).is_queued() {
+        draw(state, crtc);
+    }
 }
 
 fn session_event(state: &mut State, event: SessionEvent) {
@@ -336,14 +334,19 @@ fn session_event(state: &mut State, event: SessionEvent) {
             if let Err(e) = tty.drm.activate(false) {
                 warn!("DRM: activate: {e}");
             }
+            let mut outputs = Vec::new();
             for surface in tty.surfaces.values_mut() {
-                surface.flip_pending = false;
                 if let Err(e) = surface.compositor.reset_state() {
                     warn!("DRM: reset: {e}");
                 }
+                outputs.push(surface.output.clone());
+            }
+            // flips pending when the session paused never complete
+            for output in &outputs {
+                state.comp.frame_presented(output);
             }
             state.comp.queue_redraw();
-            schedule(state);
+            draw_queued(state);
         }
     }
 }
@@ -355,5 +358,5 @@ fn rescan(state: &mut State) {
     let after = tty.outputs();
     state.comp.set_outputs(&before, &after);
     state.comp.queue_redraw();
-    schedule(state);
+    draw_queued(state);
 }

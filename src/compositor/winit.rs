@@ -15,7 +15,7 @@ use smithay::{
 };
 use tracing::warn;
 
-use super::{Backend, State};
+use super::{Backend, State, render};
 
 /// Backend state of the nested window.
 pub struct Winit {
@@ -46,11 +46,7 @@ impl Winit {
                     }
                     state.comp.queue_redraw();
                 }
-                WinitEvent::Redraw => {
-                    if let Err(e) = draw(state) {
-                        warn!("winit frame: {e:#}");
-                    }
-                }
+                WinitEvent::Redraw => draw_queued(state),
                 WinitEvent::CloseRequested => state.comp.loop_signal.stop(),
                 WinitEvent::Input(event) => super::input::process_input(state, event),
                 _ => {}
@@ -60,19 +56,41 @@ impl Winit {
     }
 }
 
-fn draw(state: &mut State) -> anyhow::Result<()> {
-    let Backend::Winit(w) = &mut state.backend else { return Ok(()) };
+/// Draw the window's output if its redraw is queued. The buffer swap is the present: the
+/// frame is presented when `submit` returns (the host compositor paces the swaps).
+fn draw_queued(state: &mut State) {
+    let output = state.comp.output.clone();
+    if !state.comp.redraw_of(&output).is_queued() {
+        return;
+    }
+    let submitted = match draw(state) {
+        Ok(submitted) => submitted,
+        Err(e) => {
+            warn!("winit frame: {e:#}");
+            false
+        }
+    };
+    state.comp.end_frame(&output, submitted);
+    if submitted {
+        state.comp.frame_presented(&output);
+    }
+}
+
+/// Draw one frame; returns whether a buffer was swapped.
+fn draw(state: &mut State) -> anyhow::Result<bool> {
+    let Backend::Winit(w) = &mut state.backend else { return Ok(false) };
+    let output = state.comp.output.clone();
     let size = w.backend.window_size();
     // The EGL window's back buffer is bottom-up: render flipped.
     let tracker = w.damage_tracker.get_or_insert_with(|| OutputDamageTracker::new(size, 1.0, Transform::Flipped180));
     let age = w.backend.buffer_age().unwrap_or(0);
     let damaged = {
         let (renderer, mut fb) = w.backend.bind().context("bind")?;
-        state.comp.render(renderer, &mut fb, tracker, age)?
+        let elements = state.comp.begin_frame(renderer, &output)?;
+        render::render_elements(renderer, &mut fb, tracker, age, &elements)?
     };
     if damaged {
         w.backend.submit(None).context("submit")?;
     }
-    state.comp.send_frame_callbacks();
-    Ok(())
+    Ok(damaged)
 }
