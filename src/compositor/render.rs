@@ -63,6 +63,14 @@ impl Comp {
     pub fn begin_frame(&mut self, renderer: &mut GlesRenderer, output: &Output) -> anyhow::Result<Vec<OutputElement>> {
         self.redraw_of(output).begin();
         self.upload_scanouts(renderer);
+        let area = self.space.output_geometry(output);
+        for guest in &self.guests {
+            for window in guest.scanouts.windows() {
+                if self.shows(area, &WindowElement::Scanout(window.clone())) {
+                    window.frame_started();
+                }
+            }
+        }
         self.update_overlays();
         let elements = self.output_elements(renderer, output);
         if elements.is_err() {

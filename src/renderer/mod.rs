@@ -101,3 +101,71 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> anyhow::R
     writer.finish()?;
     Ok(())
 }
+
+/// `EGL_GL_TEXTURE_2D_KHR` (EGL_KHR_gl_texture_2D_image).
+const EGL_GL_TEXTURE_2D_KHR: u32 = 0x30B1;
+/// `EGL_GL_TEXTURE_LEVEL_KHR` (EGL_KHR_gl_texture_2D_image).
+const EGL_GL_TEXTURE_LEVEL_KHR: i32 = 0x30BC;
+
+/// A texture of the compositor's own on the storage of `tex_id`, a `GL_TEXTURE_2D` of
+/// `size` pixels (RGBA8) that another context of the share group owns (virglrenderer's): an
+/// EGLImage of level 0 of `tex_id` (EGL_KHR_gl_texture_2D_image) bound to a fresh texture
+/// (GL_OES_EGL_image), then released. Sampling it reads the same memory (zero copies); smithay
+/// deletes it like any texture when the last clone drops, which leaves `tex_id` alone, and the
+/// storage lives until both are gone.
+///
+/// Errors: the EGL display lacks the extensions, or `eglCreateImageKHR` refused (its EGL
+/// error), or the GL context could not be made current.
+///
+/// # Safety
+/// `tex_id` names a live, complete `GL_TEXTURE_2D` of `renderer`'s share group.
+pub unsafe fn alias_texture(
+    renderer: &mut GlesRenderer,
+    tex_id: u32,
+    size: Size<i32, smithay::utils::Buffer>,
+) -> anyhow::Result<smithay::backend::renderer::gles::GlesTexture> {
+    use smithay::backend::egl::ffi::egl;
+    if !egl::CreateImageKHR::is_loaded() || !egl::DestroyImageKHR::is_loaded() {
+        anyhow::bail!("EGL_KHR_image_base is not available");
+    }
+    let display = renderer.egl_context().display().get_display_handle().handle;
+    let context = renderer.egl_context().get_context_handle();
+    let attribs = [EGL_GL_TEXTURE_LEVEL_KHR, 0, egl::NONE as i32];
+    // SAFETY: display and context are the renderer's, live; the client buffer of a
+    // GL_TEXTURE_2D image is the texture name (EGL_KHR_gl_texture_2D_image); attribs ends with
+    // EGL_NONE.
+    let image = unsafe {
+        egl::CreateImageKHR(
+            display,
+            context,
+            EGL_GL_TEXTURE_2D_KHR,
+            tex_id as usize as egl::types::EGLClientBuffer,
+            attribs.as_ptr(),
+        )
+    };
+    if image.is_null() {
+        // SAFETY: no preconditions.
+        let error = unsafe { egl::GetError() };
+        anyhow::bail!("eglCreateImageKHR(GL_TEXTURE_2D {tex_id}): EGL error {error:#x}");
+    }
+    let texture = renderer.with_context(|gl| {
+        let mut texture = 0;
+        // SAFETY: the renderer's context is current inside with_context; image is a live
+        // EGLImage of this display.
+        unsafe {
+            gl.GenTextures(1, &mut texture);
+            gl.BindTexture(ffi::TEXTURE_2D, texture);
+            gl.EGLImageTargetTexture2DOES(ffi::TEXTURE_2D, image);
+            gl.BindTexture(ffi::TEXTURE_2D, 0);
+        }
+        texture
+    });
+    // The texture keeps the storage: the image itself is no longer needed.
+    // SAFETY: image was created on display above and is destroyed once.
+    unsafe { egl::DestroyImageKHR(display, image) };
+    let texture = texture.context("making the renderer's context current")?;
+    // SAFETY: texture is a texture name of the renderer's context, given to smithay to own.
+    Ok(unsafe {
+        smithay::backend::renderer::gles::GlesTexture::from_raw(renderer, Some(ffi::RGBA8), false, texture, size)
+    })
+}

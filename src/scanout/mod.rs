@@ -8,12 +8,7 @@
 //! host copy into the texture before a frame is drawn. Several flushes between two frames cost
 //! one upload of their bounding box.
 
-use std::{
-    cell::RefCell,
-    collections::{HashMap, VecDeque},
-    rc::Rc,
-    time::{Duration, Instant},
-};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Instant};
 
 use smithay::{
     backend::{
@@ -30,9 +25,13 @@ use smithay::{
 use tracing::warn;
 
 pub mod decoration;
+mod stats;
+
+use stats::FlushStats;
+pub use stats::ScanoutStats;
 
 use crate::control::ScaleMode;
-use crate::renderer::virgl::ResourceInfo;
+use crate::renderer::{self, virgl::ResourceInfo};
 use crate::virtio::{
     device::{CursorImage, Gpu, GpuEvent, Rect, Resource},
     format::Format,
@@ -89,28 +88,24 @@ impl ResourceTexture {
         self.virgl.is_some()
     }
 
-    /// Wrap virglrenderer's texture for smithay without ever letting smithay delete it:
-    /// virglrenderer deletes it when the resource is unreferenced, and the scanout layer drops
-    /// every wrapper of it at `ResourceDestroyed`.
-    fn wrap_virgl(&mut self, renderer: &GlesRenderer, info: ResourceInfo) {
+    /// Give smithay virglrenderer's texture to sample: a texture of the compositor's own on
+    /// the same storage ([`renderer::alias_texture`]), so smithay may delete its texture while
+    /// virglrenderer deletes its own when the resource is unreferenced.
+    fn wrap_virgl(&mut self, renderer: &mut GlesRenderer, info: ResourceInfo) {
         if self.texture.is_some() {
             return;
         }
         let size: Size<i32, Buffer> = (info.width as i32, info.height as i32).into();
         // SAFETY: tex_id names a live GL_TEXTURE_2D of the compositor's share group (virgl's
-        // contexts share with it) for as long as the resource exists.
-        let texture = unsafe {
-            GlesTexture::from_raw(
-                renderer,
-                Some(smithay::backend::renderer::gles::ffi::RGBA8),
-                false,
-                info.tex_id,
-                size,
-            )
-        };
-        // One clone is leaked so that the last wrapper dropping never calls glDeleteTextures.
-        std::mem::forget(texture.clone());
-        self.texture = Some(texture);
+        // contexts share with it) for as long as the resource exists, and it exists now.
+        match unsafe { renderer::alias_texture(renderer, info.tex_id, size) } {
+            Ok(texture) => self.texture = Some(texture),
+            Err(e) => {
+                // the same cause for every resource: said once
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| warn!("3D scanouts cannot be shown: {e:#}"));
+            }
+        }
     }
 
     fn flushed(&mut self, rect: Rect) {
@@ -285,66 +280,6 @@ struct ScanoutView {
     last_location: Option<Point<i32, Logical>>,
 }
 
-/// Flush rate and flush-to-present latency of one scanout, for the overlay and `scanway list`.
-#[derive(Default)]
-struct FlushStats {
-    /// Arrival times of the flushes of the last second.
-    recent: VecDeque<Instant>,
-    /// Arrival of the oldest flush not yet presented.
-    unpresented: Option<Instant>,
-    /// The last [`LATENCY_SAMPLES`] flush-to-present latencies.
-    latencies: VecDeque<Duration>,
-}
-
-/// How many flush-to-present latencies a scanout remembers.
-const LATENCY_SAMPLES: usize = 512;
-
-impl FlushStats {
-    fn flushed(&mut self, now: Instant) {
-        self.recent.push_back(now);
-        while self.recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
-            self.recent.pop_front();
-        }
-        self.unpresented.get_or_insert(now);
-    }
-
-    fn presented(&mut self, now: Instant) {
-        if let Some(t) = self.unpresented.take() {
-            if self.latencies.len() == LATENCY_SAMPLES {
-                self.latencies.pop_front();
-            }
-            self.latencies.push_back(now.duration_since(t));
-        }
-    }
-
-    fn rate(&self, now: Instant) -> usize {
-        self.recent.iter().filter(|t| now.duration_since(**t) <= Duration::from_secs(1)).count()
-    }
-
-    /// The `q` quantile (0..=1) of the remembered latencies.
-    fn latency(&self, q: f64) -> Option<Duration> {
-        let mut v: Vec<Duration> = self.latencies.iter().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let i = ((v.len() - 1) as f64 * q).round() as usize;
-        v.get(i).copied()
-    }
-}
-
-/// A scanout's statistics as `scanway list` and the overlay show them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ScanoutStats {
-    /// Flushes in the last second.
-    pub flush_rate: usize,
-    /// Flush-to-present latency (oldest unshown flush's arrival to the end of the frame that
-    /// shows it), median of the last 512 such frames, milliseconds; `None` before the first.
-    pub latency_p50_ms: Option<f64>,
-    /// Flush-to-present latency, 99th percentile of the same samples, milliseconds.
-    pub latency_p99_ms: Option<f64>,
-}
-
 /// The space element of one guest scanout. Clones share state; equality is identity.
 #[derive(Clone)]
 pub struct ScanoutWindow(Rc<RefCell<ScanoutView>>);
@@ -446,16 +381,16 @@ impl ScanoutWindow {
 
     /// Statistics of this scanout at `now`.
     pub fn stats(&self, now: Instant) -> ScanoutStats {
-        let v = self.0.borrow();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        ScanoutStats {
-            flush_rate: v.stats.rate(now),
-            latency_p50_ms: v.stats.latency(0.5).map(ms),
-            latency_p99_ms: v.stats.latency(0.99).map(ms),
-        }
+        self.0.borrow().stats.summary(now)
     }
 
-    /// A frame showing this window was presented at `now`: the pending flush's latency ends.
+    /// A frame showing this window is being assembled: the flushes received so far are in it.
+    pub fn frame_started(&self) {
+        self.0.borrow_mut().stats.frame_started();
+    }
+
+    /// The frame showing this window (see [`ScanoutWindow::frame_started`]) was presented at
+    /// `now`: its flushes' latency ends.
     pub fn presented(&self, now: Instant) {
         self.0.borrow_mut().stats.presented(now);
     }
