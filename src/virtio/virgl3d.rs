@@ -14,11 +14,13 @@ use std::{
     rc::Rc,
 };
 
-use tracing::debug;
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
-use super::{backing::BackingEntry, virgl_stream};
-use crate::renderer::virgl::{Box3d, ResourceCreate3d, ResourceInfo, Transfer, Virgl};
+use super::{
+    backing::BackingEntry,
+    virgl_stream::{self, StreamError},
+};
+use crate::renderer::virgl::{Box3d, ResourceCreate3d, ResourceInfo, Transfer, Virgl, VirglError};
 
 /// The virglrenderer instance and the host id allocators, shared by every guest's [`Virgl3d`].
 pub struct VirglShared {
@@ -53,17 +55,35 @@ impl VirglShared {
     }
 }
 
-/// Why a 3D command failed; the device model turns it into a `VIRTIO_GPU_RESP_ERR_*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a 3D command failed, with the renderer's or the stream parser's error it came from; the
+/// device model turns it into a `VIRTIO_GPU_RESP_ERR_*` (`GuestError`) and logs it with its
+/// cause.
+#[derive(Debug, thiserror::Error)]
 pub enum Error3d {
-    /// Unknown or duplicate resource id (`ERR_INVALID_RESOURCE_ID`).
-    Resource,
-    /// Unknown or duplicate context id (`ERR_INVALID_CONTEXT_ID`).
-    Context,
-    /// Malformed arguments or command stream (`ERR_INVALID_PARAMETER`).
-    Parameter,
-    /// virglrenderer refused (`ERR_UNSPEC`).
-    Renderer,
+    /// Unknown or duplicate guest resource id (`ERR_INVALID_RESOURCE_ID`).
+    #[error("unknown or duplicate 3D resource id {0}")]
+    Resource(u32),
+    /// Unknown or duplicate guest context id, or context 0 (`ERR_INVALID_CONTEXT_ID`).
+    #[error("unknown or duplicate context id {0}")]
+    Context(u32),
+    /// `CTX_CREATE` with a capset that is not virgl's (`ERR_INVALID_PARAMETER`).
+    #[error("capset {0} is not VIRGL or VIRGL2")]
+    Capset(u32),
+    /// A backing entry outside guest memory (`ERR_INVALID_PARAMETER`).
+    #[error("backing outside guest memory")]
+    Backing,
+    /// A transfer to or from a resource without backing (`ERR_INVALID_PARAMETER`).
+    #[error("transfer with a resource that has no backing")]
+    NoBacking,
+    /// The `SUBMIT_3D` stream did not parse (`ERR_INVALID_PARAMETER`).
+    #[error("SUBMIT_3D stream refused")]
+    Stream(#[source] StreamError),
+    /// virglrenderer refused the guest's arguments (`ERR_INVALID_PARAMETER`).
+    #[error("virglrenderer refused the arguments")]
+    Refused(#[source] VirglError),
+    /// virglrenderer failed (`ERR_UNSPEC`).
+    #[error("virglrenderer failed")]
+    Renderer(#[source] VirglError),
 }
 
 /// A 3D resource of this guest.
@@ -155,23 +175,20 @@ impl Virgl3d {
     /// `CTX_CREATE`: guest context `ctx` with capset `capset` (0: the default, VIRGL2).
     pub fn context_create(&mut self, ctx: u32, capset: u32, name: &str) -> Result<(), Error3d> {
         if ctx == 0 || self.contexts.contains_key(&ctx) {
-            return Err(Error3d::Context);
+            return Err(Error3d::Context(ctx));
         }
         if !matches!(capset, 0 | crate::renderer::virgl::CAPSET_VIRGL | crate::renderer::virgl::CAPSET_VIRGL2) {
-            return Err(Error3d::Parameter);
+            return Err(Error3d::Capset(capset));
         }
         let host = VirglShared::alloc(&self.shared.next_context);
-        self.virgl().context_create(host, capset, name).map_err(|e| {
-            debug!("virgl context create: {e}");
-            Error3d::Renderer
-        })?;
+        self.virgl().context_create(host, capset, name).map_err(Error3d::Renderer)?;
         self.contexts.insert(ctx, host);
         Ok(())
     }
 
     /// `CTX_DESTROY`.
     pub fn context_destroy(&mut self, ctx: u32) -> Result<(), Error3d> {
-        let host = self.contexts.remove(&ctx).ok_or(Error3d::Context)?;
+        let host = self.contexts.remove(&ctx).ok_or(Error3d::Context(ctx))?;
         self.attached.retain(|&(c, _)| c != ctx);
         self.virgl().context_destroy(host);
         Ok(())
@@ -179,8 +196,8 @@ impl Virgl3d {
 
     /// `CTX_ATTACH_RESOURCE` / `CTX_DETACH_RESOURCE`.
     pub fn context_attach(&mut self, ctx: u32, res: u32, attach: bool) -> Result<(), Error3d> {
-        let host_ctx = self.host_context(ctx).ok_or(Error3d::Context)?;
-        let host_res = self.host_resource(res).ok_or(Error3d::Resource)?;
+        let host_ctx = self.host_context(ctx).ok_or(Error3d::Context(ctx))?;
+        let host_res = self.host_resource(res).ok_or(Error3d::Resource(res))?;
         if attach {
             if self.attached.insert((ctx, res)) {
                 self.virgl().ctx_attach_resource(host_ctx, host_res);
@@ -194,21 +211,18 @@ impl Virgl3d {
     /// `RESOURCE_CREATE_3D` of guest id `res` (the device model checked the id is unused).
     pub fn resource_create(&mut self, res: u32, mut args: ResourceCreate3d) -> Result<(), Error3d> {
         if res == 0 || self.resources.contains_key(&res) {
-            return Err(Error3d::Resource);
+            return Err(Error3d::Resource(res));
         }
         let host = VirglShared::alloc(&self.shared.next_resource);
         args.handle = host;
-        self.virgl().resource_create(&args).map_err(|e| {
-            debug!("virgl resource create: {e}");
-            Error3d::Parameter
-        })?;
+        self.virgl().resource_create(&args).map_err(Error3d::Refused)?;
         self.resources.insert(res, Resource3d { host, backed: false });
         Ok(())
     }
 
     /// `RESOURCE_UNREF` of a 3D resource: detached from every context and freed.
     pub fn resource_unref(&mut self, res: u32) -> Result<(), Error3d> {
-        let r = self.resources.remove(&res).ok_or(Error3d::Resource)?;
+        let r = self.resources.remove(&res).ok_or(Error3d::Resource(res))?;
         let contexts: Vec<u32> = self.attached.iter().filter(|&&(_, rr)| rr == res).map(|&(c, _)| c).collect();
         for ctx in contexts {
             self.attached.remove(&(ctx, res));
@@ -229,11 +243,11 @@ impl Virgl3d {
         entries: &[BackingEntry],
         mem: &M,
     ) -> Result<(), Error3d> {
-        let host = self.host_resource(res).ok_or(Error3d::Resource)?;
-        let iov = iovecs(mem, entries).ok_or(Error3d::Parameter)?;
+        let host = self.host_resource(res).ok_or(Error3d::Resource(res))?;
+        let iov = iovecs(mem, entries).ok_or(Error3d::Backing)?;
         // SAFETY: the iovecs point into guest memory mapped for the life of the connection; the
         // device detaches them (reset) before the memory is unmapped.
-        unsafe { self.virgl().attach_iov(host, &iov) }.map_err(|_| Error3d::Renderer)?;
+        unsafe { self.virgl().attach_iov(host, &iov) }.map_err(Error3d::Renderer)?;
         if let Some(r) = self.resources.get_mut(&res) {
             r.backed = true;
         }
@@ -242,7 +256,7 @@ impl Virgl3d {
 
     /// `RESOURCE_DETACH_BACKING` of a 3D resource.
     pub fn detach_backing(&mut self, res: u32) -> Result<(), Error3d> {
-        let r = self.resources.get_mut(&res).ok_or(Error3d::Resource)?;
+        let r = self.resources.get_mut(&res).ok_or(Error3d::Resource(res))?;
         if r.backed {
             r.backed = false;
             let host = r.host;
@@ -265,31 +279,22 @@ impl Virgl3d {
         offset: u64,
         to_host: bool,
     ) -> Result<(), Error3d> {
-        let r = self.resources.get(&res).ok_or(Error3d::Resource)?;
+        let r = self.resources.get(&res).ok_or(Error3d::Resource(res))?;
         if !r.backed {
-            return Err(Error3d::Parameter);
+            return Err(Error3d::NoBacking);
         }
         let ctx_id = if ctx == 0 { 0 } else { self.host_context(ctx).unwrap_or(0) };
         let t = Transfer { resource_id: r.host, ctx_id, level, stride, layer_stride, bbox, offset };
         let result = if to_host { self.virgl().transfer_write(&t) } else { self.virgl().transfer_read(&t) };
-        result.map_err(|e| {
-            debug!("virgl transfer of resource {res}: {e}");
-            Error3d::Parameter
-        })
+        result.map_err(Error3d::Refused)
     }
 
     /// `SUBMIT_3D`: rewrite the stream's resource handles to host ids (rejecting unknown opcodes
     /// and resources this guest does not own) and execute it in the guest's context.
     pub fn submit(&self, ctx: u32, stream: &mut [u32]) -> Result<(), Error3d> {
-        let host_ctx = self.host_context(ctx).ok_or(Error3d::Context)?;
-        virgl_stream::rewrite_resource_handles(stream, |guest| self.host_resource(guest)).map_err(|e| {
-            debug!("rejected a SUBMIT_3D stream: {e}");
-            Error3d::Parameter
-        })?;
-        self.virgl().submit_cmd(host_ctx, stream).map_err(|e| {
-            debug!("virglrenderer rejected a SUBMIT_3D stream: {e}");
-            Error3d::Renderer
-        })
+        let host_ctx = self.host_context(ctx).ok_or(Error3d::Context(ctx))?;
+        virgl_stream::rewrite_resource_handles(stream, |guest| self.host_resource(guest)).map_err(Error3d::Stream)?;
+        self.virgl().submit_cmd(host_ctx, stream).map_err(Error3d::Renderer)
     }
 
     /// Create the host fence of a fenced command: on `(ctx, ring)` when the guest gave a ring
@@ -298,12 +303,12 @@ impl Virgl3d {
         let id = VirglShared::alloc(&self.shared.next_fence);
         match ring {
             Some(ring) => {
-                let host_ctx = self.host_context(ctx).ok_or(Error3d::Context)?;
-                self.virgl().context_create_fence(host_ctx, 0, ring, u64::from(id)).map_err(|_| Error3d::Parameter)?;
+                let host_ctx = self.host_context(ctx).ok_or(Error3d::Context(ctx))?;
+                self.virgl().context_create_fence(host_ctx, 0, ring, u64::from(id)).map_err(Error3d::Refused)?;
                 Ok(HostFence::Context { ctx: host_ctx, ring, id: u64::from(id) })
             }
             None => {
-                self.virgl().create_fence(id).map_err(|_| Error3d::Renderer)?;
+                self.virgl().create_fence(id).map_err(Error3d::Renderer)?;
                 Ok(HostFence::Global(id))
             }
         }

@@ -36,7 +36,7 @@ impl Gpu {
     /// resource's host copy now (the driver transfers it first); resource 0
     /// hides the cursor. Unlike QEMU, which silently keeps the old image, an
     /// unknown or larger-than-64x64 resource is rejected and changes nothing.
-    pub(super) fn update_cursor(&mut self, request: &[u8], is_move: bool) -> Result<Reply, GuestError> {
+    pub(super) fn update_cursor(&mut self, request: &[u8], is_move: bool) -> Result<Reply, CommandError> {
         let cmd: UpdateCursor = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let scanout_id = cmd.pos.scanout_id.to_native();
         let x = cmd.pos.x.to_native().cast_signed();
@@ -44,7 +44,7 @@ impl Gpu {
         let resource_id = cmd.resource_id.to_native();
         debug!(scanout_id, x, y, resource_id, is_move, "cursor");
         if scanout_id >= self.num_scanouts() {
-            return Err(GuestError::InvalidScanoutId);
+            return Err(GuestError::InvalidScanoutId.into());
         }
         if is_move {
             if let Some(s) = self.scanouts.get_mut(scanout_id as usize) {
@@ -59,10 +59,10 @@ impl Gpu {
             let res = self.resources.get(&resource_id).ok_or(GuestError::UnknownResource)?;
             if res.is_3d() {
                 // Cursors come from dumb (2D) buffers; a virgl cursor is not read back.
-                return Err(GuestError::Invalid3d);
+                return Err(GuestError::Invalid3d.into());
             }
             if res.width > MAX_CURSOR_DIMENSION || res.height > MAX_CURSOR_DIMENSION {
-                return Err(GuestError::CursorTooLarge);
+                return Err(GuestError::CursorTooLarge.into());
             }
             // The cursor plane reads its buffer as ARGB (premultiplied), whatever format the
             // resource was created with (Linux: B8G8R8X8 for every dumb buffer).

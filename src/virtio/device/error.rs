@@ -66,14 +66,62 @@ pub(super) enum GuestError {
     Renderer3d,
 }
 
-impl From<Error3d> for GuestError {
-    fn from(e: Error3d) -> Self {
+impl From<&Error3d> for GuestError {
+    fn from(e: &Error3d) -> Self {
         match e {
-            Error3d::Resource => GuestError::UnknownResource,
-            Error3d::Context => GuestError::InvalidContext,
-            Error3d::Parameter => GuestError::Invalid3d,
-            Error3d::Renderer => GuestError::Renderer3d,
+            Error3d::Resource(_) => GuestError::UnknownResource,
+            Error3d::Context(_) => GuestError::InvalidContext,
+            Error3d::Capset(_) | Error3d::Backing | Error3d::NoBacking | Error3d::Stream(_) | Error3d::Refused(_) => {
+                GuestError::Invalid3d
+            }
+            Error3d::Renderer(_) => GuestError::Renderer3d,
         }
+    }
+}
+
+/// Why a command failed: its kind (which gives the response code and is the key of the
+/// once-per-kind log) and, for a 3D command, the error of the 3D layer it came from, with its
+/// own cause (virglrenderer's call and code, or the stream parser's offset).
+#[derive(Debug)]
+pub(super) struct CommandError {
+    pub(super) kind: GuestError,
+    pub(super) cause: Option<Error3d>,
+}
+
+impl From<GuestError> for CommandError {
+    fn from(kind: GuestError) -> Self {
+        CommandError { kind, cause: None }
+    }
+}
+
+impl From<Error3d> for CommandError {
+    fn from(e: Error3d) -> Self {
+        CommandError { kind: GuestError::from(&e), cause: Some(e) }
+    }
+}
+
+impl From<BackingError> for CommandError {
+    fn from(e: BackingError) -> Self {
+        GuestError::from(e).into()
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    /// "kind", or "kind: cause: its source: ...".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kind)?;
+        let mut source: Option<&dyn std::error::Error> = self.cause.as_ref().map(|c| c as _);
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|c| c as _)
     }
 }
 

@@ -59,7 +59,7 @@ mod three_d;
 
 pub use super::backing::{Backing, BackingEntry};
 pub use cursor::CursorImage;
-use error::{GuestError, PendingReply, Reply, response_bytes};
+use error::{CommandError, GuestError, PendingReply, Reply, response_bytes};
 use queue::zeroed;
 pub use rect::Rect;
 pub use resource::{Resource, ResourceKind};
@@ -370,10 +370,10 @@ impl Gpu {
             (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET_INFO) => self.get_capset_info(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET) => self.get_capset(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_CTX_CREATE) => self.ctx_create(request),
-            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => self
-                .virgl_mut()
-                .and_then(|v| v.context_destroy(hdr.ctx_id.to_native()).map_err(Into::into))
-                .map(|()| Reply::NoData),
+            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => match self.virgl_mut() {
+                Ok(virgl) => virgl.context_destroy(hdr.ctx_id.to_native()).map(|()| Reply::NoData).map_err(Into::into),
+                Err(e) => Err(e.into()),
+            },
             (QueueKind::Control, VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE | VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE) => {
                 self.ctx_attach_resource(request, ty == VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE)
             }
@@ -389,8 +389,8 @@ impl Gpu {
             | (
                 QueueKind::Cursor,
                 VIRTIO_GPU_CMD_GET_DISPLAY_INFO..=VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING | VIRTIO_GPU_CMD_GET_EDID,
-            ) => Err(GuestError::WrongQueue),
-            _ => Err(GuestError::UnsupportedCommand),
+            ) => Err(GuestError::WrongQueue.into()),
+            _ => Err(GuestError::UnsupportedCommand.into()),
         };
         let req = Some(&hdr);
         if result.is_ok() {
@@ -407,8 +407,9 @@ impl Gpu {
                 bytes
             }
             Err(err) => {
+                let response = err.kind.response();
                 self.guest_error(ty, err);
-                response_bytes(CtrlHdr::default(), |h| h, err.response(), req)
+                response_bytes(CtrlHdr::default(), |h| h, response, req)
             }
         }
     }
@@ -421,8 +422,9 @@ impl Gpu {
     }
 
     /// Logs a guest error: `warn!` the first time this kind is seen, `debug!` after.
-    fn guest_error(&mut self, ty: u32, err: GuestError) {
-        let bit = 1u64 << (err as u8);
+    fn guest_error(&mut self, ty: u32, err: impl Into<CommandError>) {
+        let err: CommandError = err.into();
+        let bit = 1u64 << (err.kind as u8);
         let cmd = ctrl_type_name(ty);
         if self.warned & bit == 0 {
             self.warned |= bit;

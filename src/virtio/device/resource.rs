@@ -110,20 +110,20 @@ impl std::fmt::Debug for Resource {
 }
 
 impl Gpu {
-    pub(super) fn resource_create_2d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn resource_create_2d(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: ResourceCreate2d = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let (width, height) = (cmd.width.to_native(), cmd.height.to_native());
         debug!(id, width, height, format = cmd.format.to_native(), "RESOURCE_CREATE_2D");
         if id == 0 {
-            return Err(GuestError::ZeroResourceId);
+            return Err(GuestError::ZeroResourceId.into());
         }
         if self.resources.contains_key(&id) {
-            return Err(GuestError::DuplicateResourceId);
+            return Err(GuestError::DuplicateResourceId.into());
         }
         let format = Format::from_virtio(cmd.format.to_native()).ok_or(GuestError::UnknownFormat)?;
         if !(1..=MAX_RESOURCE_DIMENSION).contains(&width) || !(1..=MAX_RESOURCE_DIMENSION).contains(&height) {
-            return Err(GuestError::InvalidSize);
+            return Err(GuestError::InvalidSize.into());
         }
         let size = u64::from(width)
             .checked_mul(u64::from(height))
@@ -135,7 +135,7 @@ impl Gpu {
             Ok(d) => d,
             Err(e) => {
                 self.uncharge(size.saturating_add(RESOURCE_OVERHEAD_BYTES));
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.resources.insert(id, Resource { width, height, format, data, backing: None, kind: ResourceKind::TwoD });
@@ -156,7 +156,7 @@ impl Gpu {
         self.host_memory_used = self.host_memory_used.saturating_sub(bytes);
     }
 
-    pub(super) fn resource_unref(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn resource_unref(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: ResourceUnref = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let resource = self.resources.remove(&id).ok_or(GuestError::UnknownResource)?;
@@ -166,7 +166,7 @@ impl Gpu {
             && let Err(e) = v.resource_unref(id)
         {
             // the resource is gone from the guest's table either way; logged once per kind
-            self.guest_error(VIRTIO_GPU_CMD_RESOURCE_UNREF, e.into());
+            self.guest_error(VIRTIO_GPU_CMD_RESOURCE_UNREF, e);
         }
         for (i, s) in self.scanouts.iter_mut().enumerate() {
             if s.resource_id == id {
@@ -184,18 +184,18 @@ impl Gpu {
         &mut self,
         request: &[u8],
         mem: &M,
-    ) -> Result<Reply, GuestError> {
+    ) -> Result<Reply, CommandError> {
         let cmd: ResourceAttachBacking = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let nr = cmd.nr_entries.to_native();
         debug!(id, nr_entries = nr, "RESOURCE_ATTACH_BACKING");
         let resource = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
         if resource.backing.is_some() {
-            return Err(GuestError::BackingAlreadyAttached);
+            return Err(GuestError::BackingAlreadyAttached.into());
         }
         let is_3d = resource.is_3d();
         if !(1..=MAX_BACKING_ENTRIES).contains(&nr) {
-            return Err(GuestError::BadEntryCount);
+            return Err(GuestError::BadEntryCount.into());
         }
         let start = size_of::<ResourceAttachBacking>();
         let end = (nr as usize)
@@ -217,7 +217,7 @@ impl Gpu {
             if addr.checked_add(u64::from(len)).is_none()
                 || !mem.check_range(GuestAddress(addr), len as usize, Permissions::Read)
             {
-                return Err(GuestError::BackingOutsideMemory);
+                return Err(GuestError::BackingOutsideMemory.into());
             }
             match entries.last_mut() {
                 Some(prev) if prev.addr.checked_add(prev.len) == Some(addr) => {
@@ -242,7 +242,7 @@ impl Gpu {
         Ok(Reply::NoData)
     }
 
-    pub(super) fn resource_detach_backing(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn resource_detach_backing(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: ResourceDetachBacking = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let resource = self.resources.get_mut(&id).ok_or(GuestError::UnknownResource)?;
@@ -261,7 +261,11 @@ impl Gpu {
     /// from backing offset `offset + stride * h` (the guest's `offset` already
     /// includes `r.y * stride + r.x * 4`) and written at
     /// `(r.y + h) * stride + r.x * 4` of the host copy; `stride = width * 4`.
-    pub(super) fn transfer_to_host_2d<M: GuestMemory>(&mut self, request: &[u8], mem: &M) -> Result<Reply, GuestError> {
+    pub(super) fn transfer_to_host_2d<M: GuestMemory>(
+        &mut self,
+        request: &[u8],
+        mem: &M,
+    ) -> Result<Reply, CommandError> {
         let cmd: TransferToHost2d = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let r = Rect::from(cmd.r);
@@ -270,7 +274,7 @@ impl Gpu {
         let resource = self.resources.get_mut(&id).ok_or(GuestError::UnknownResource)?;
         let backing = resource.backing.as_ref().ok_or(GuestError::NoBacking)?;
         if !r.fits_in(resource.width, resource.height) {
-            return Err(GuestError::RectOutOfBounds);
+            return Err(GuestError::RectOutOfBounds.into());
         }
         if resource.is_3d() {
             // A 2D transfer into a virgl resource: virglrenderer copies from the backing.
@@ -291,7 +295,7 @@ impl Gpu {
             .and_then(|v| v.checked_add(offset))
             .ok_or(GuestError::BackingTooSmall)?;
         if needed > backing.len() {
-            return Err(GuestError::BackingTooSmall);
+            return Err(GuestError::BackingTooSmall.into());
         }
         let to_usize = |v: u64| usize::try_from(v).map_err(|_| GuestError::RectOutOfBounds);
         let dst_start = to_usize(u64::from(r.y) * stride + u64::from(r.x) * BPP)?;

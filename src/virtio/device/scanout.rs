@@ -57,7 +57,7 @@ impl Gpu {
         }
     }
 
-    pub(super) fn get_display_info(&mut self) -> Result<Reply, GuestError> {
+    pub(super) fn get_display_info(&mut self) -> Result<Reply, CommandError> {
         let mut info = Box::new(RespDisplayInfo::default());
         let mut x: u32 = 0;
         for (mode, s) in info.pmodes.iter_mut().zip(&self.scanouts) {
@@ -68,7 +68,7 @@ impl Gpu {
         Ok(Reply::DisplayInfo(info))
     }
 
-    pub(super) fn get_edid(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn get_edid(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: GetEdid = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let s = self.scanouts.get(cmd.scanout.to_native() as usize).ok_or(GuestError::InvalidScanoutId)?;
         let blob = edid::generate(s.width, s.height, &self.config.name);
@@ -78,24 +78,24 @@ impl Gpu {
         Ok(Reply::Edid(resp))
     }
 
-    pub(super) fn set_scanout(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn set_scanout(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: SetScanout = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let scanout_id = cmd.scanout_id.to_native();
         let resource_id = cmd.resource_id.to_native();
         let r = Rect::from(cmd.r);
         debug!(scanout_id, resource_id, ?r, "SET_SCANOUT");
         if scanout_id >= self.num_scanouts() {
-            return Err(GuestError::InvalidScanoutId);
+            return Err(GuestError::InvalidScanoutId.into());
         }
         let rect = if resource_id == 0 {
             Rect::default()
         } else {
             let res = self.resources.get(&resource_id).ok_or(GuestError::UnknownResource)?;
             if r.is_empty() {
-                return Err(GuestError::EmptyRect);
+                return Err(GuestError::EmptyRect.into());
             }
             if !r.fits_in(res.width, res.height) {
-                return Err(GuestError::RectOutOfBounds);
+                return Err(GuestError::RectOutOfBounds.into());
             }
             r
         };
@@ -106,7 +106,7 @@ impl Gpu {
         Ok(Reply::NoData)
     }
 
-    pub(super) fn resource_flush(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn resource_flush(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: ResourceFlush = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let resource_id = cmd.resource_id.to_native();
         let r = Rect::from(cmd.r);

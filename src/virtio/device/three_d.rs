@@ -45,11 +45,11 @@ impl Gpu {
         let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
         match virgl.create_fence(hdr.ctx_id.to_native(), ring) {
             Ok(fence) => self.deferred = Some(fence),
-            Err(e) => self.guest_error(hdr.type_.to_native(), e.into()),
+            Err(e) => self.guest_error(hdr.type_.to_native(), e),
         }
     }
 
-    pub(super) fn get_capset_info(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn get_capset_info(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: GetCapsetInfo = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
         let (id, version, size) = virgl.capset_info(cmd.capset_index.to_native()).ok_or(GuestError::Invalid3d)?;
@@ -61,7 +61,7 @@ impl Gpu {
         }))
     }
 
-    pub(super) fn get_capset(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn get_capset(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: GetCapset = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
         let caps =
@@ -69,7 +69,7 @@ impl Gpu {
         Ok(Reply::Capset(caps))
     }
 
-    pub(super) fn ctx_create(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn ctx_create(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: CtxCreate = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let nlen = (cmd.nlen.to_native() as usize).min(cmd.debug_name.len());
         let name = String::from_utf8_lossy(cmd.debug_name.get(..nlen).unwrap_or_default()).into_owned();
@@ -80,10 +80,10 @@ impl Gpu {
         Ok(Reply::NoData)
     }
 
-    pub(super) fn ctx_attach_resource(&mut self, request: &[u8], attach: bool) -> Result<Reply, GuestError> {
+    pub(super) fn ctx_attach_resource(&mut self, request: &[u8], attach: bool) -> Result<Reply, CommandError> {
         let cmd: CtxResource = read_struct(request).ok_or(GuestError::ShortRequest)?;
         if self.virgl.is_none() {
-            return Err(GuestError::UnsupportedCommand);
+            return Err(GuestError::UnsupportedCommand.into());
         }
         let id = cmd.resource_id.to_native();
         let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
@@ -95,26 +95,26 @@ impl Gpu {
         Ok(Reply::NoData)
     }
 
-    pub(super) fn resource_create_3d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn resource_create_3d(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: ResourceCreate3d = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let (width, height) = (cmd.width.to_native(), cmd.height.to_native());
         let (depth, array_size) = (cmd.depth.to_native(), cmd.array_size.to_native());
         debug!(id, width, height, depth, format = cmd.format.to_native(), "RESOURCE_CREATE_3D");
         if self.virgl.is_none() {
-            return Err(GuestError::UnsupportedCommand);
+            return Err(GuestError::UnsupportedCommand.into());
         }
         if id == 0 {
-            return Err(GuestError::ZeroResourceId);
+            return Err(GuestError::ZeroResourceId.into());
         }
         if self.resources.contains_key(&id) {
-            return Err(GuestError::DuplicateResourceId);
+            return Err(GuestError::DuplicateResourceId.into());
         }
         // A buffer (PIPE_BUFFER) is `width` bytes long; textures are at most 16384 texels a side.
         let is_buffer = cmd.target.to_native() == PIPE_BUFFER;
         let max_width = if is_buffer { MAX_BUFFER_BYTES } else { MAX_RESOURCE_DIMENSION };
         if width > max_width || height > MAX_RESOURCE_DIMENSION || depth > MAX_RESOURCE_DIMENSION {
-            return Err(GuestError::InvalidSize);
+            return Err(GuestError::InvalidSize.into());
         }
         // GL memory is charged as its bytes (buffers) or 4 bytes per texel of the base level
         // (textures; an estimate: mipmaps and multisampling vary), so a guest cannot allocate
@@ -140,7 +140,11 @@ impl Gpu {
             nr_samples: cmd.nr_samples.to_native(),
             flags: cmd.flags.to_native(),
         };
-        if let Err(e) = self.virgl_mut().and_then(|v| v.resource_create(id, args).map_err(Into::into)) {
+        let created = match self.virgl_mut() {
+            Ok(virgl) => virgl.resource_create(id, args).map_err(CommandError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = created {
             self.uncharge(charge);
             return Err(e);
         }
@@ -152,7 +156,7 @@ impl Gpu {
         Ok(Reply::NoData)
     }
 
-    pub(super) fn transfer_3d(&mut self, request: &[u8], to_host: bool) -> Result<Reply, GuestError> {
+    pub(super) fn transfer_3d(&mut self, request: &[u8], to_host: bool) -> Result<Reply, CommandError> {
         let cmd: TransferHost3d = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let b = cmd.box_;
@@ -167,7 +171,7 @@ impl Gpu {
         let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
         let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
         if !res.is_3d() {
-            return Err(GuestError::Invalid3d);
+            return Err(GuestError::Invalid3d.into());
         }
         virgl.transfer(
             id,
@@ -182,12 +186,12 @@ impl Gpu {
         Ok(Reply::NoData)
     }
 
-    pub(super) fn submit_3d(&mut self, request: &[u8]) -> Result<Reply, GuestError> {
+    pub(super) fn submit_3d(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: CmdSubmit = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let size = cmd.size.to_native() as usize;
         let start = size_of::<CmdSubmit>();
         if !size.is_multiple_of(4) || size > MAX_SUBMIT_BYTES {
-            return Err(GuestError::Invalid3d);
+            return Err(GuestError::Invalid3d.into());
         }
         let bytes = request.get(start..start.saturating_add(size)).ok_or(GuestError::ShortRequest)?;
         let mut dwords: Vec<u32> = Vec::new();
