@@ -210,6 +210,17 @@ class LineLog:
         with self.cv:
             return "\n".join(self.lines)
 
+    def wait_closed(self, timeout):
+        """Wait until the stream ended (every line read); returns whether it did."""
+        end = time.monotonic() + timeout
+        with self.cv:
+            while not self.closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cv.wait(left)
+            return True
+
     def count(self, regex):
         with self.cv:
             return sum(1 for ln in self.lines if re.search(regex, ln))
@@ -535,17 +546,20 @@ class Scanway:
     def events(self, name, event):
         return self.out.count(rf"^scanway: guest {re.escape(name)} {event}$")
 
-    def ctl(self, *args, timeout=60):
+    def ctl(self, *args, timeout=60, quiet=False):
+        """Run `scanway ARGS...` against this instance's control socket; returns its stdout.
+        quiet: not logged when it succeeds (for polls: wait_until logs the outcome)."""
         argv = [self.bin, *args[:1], "--control", str(self.control), *args[1:]]
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=self.ctx.deadline.left(timeout), env=self.env)
-        self.ctx.log(f"$ {' '.join(argv)} -> rc {r.returncode}" + (f": {r.stderr.strip()}" if r.stderr.strip() else ""))
+        if not quiet or r.returncode != 0:
+            self.ctx.log(f"$ {' '.join(argv)} -> rc {r.returncode}" + (f": {r.stderr.strip()}" if r.stderr.strip() else ""))
         if r.returncode != 0:
             raise CaseFailure(f"scanway {args[0]} failed (rc {r.returncode}): {r.stderr.strip()[-300:]}")
         return r.stdout
 
-    def list(self, tag=None):
-        out = self.ctl("list", "--json")
+    def list(self, tag=None, quiet=False):
+        out = self.ctl("list", "--json", quiet=quiet)
         if tag:
             (self.ctx.dir / f"list-{tag}.json").write_text(out)
         try:
@@ -557,7 +571,7 @@ class Scanway:
         """scanway's link to guest `name`'s QEMU D-Bus display is up; returns its state."""
         end = time.monotonic() + self.ctx.deadline.left(timeout)
         while True:
-            ui = guest_entry(self.list(), name).get("ui")
+            ui = guest_entry(self.list(quiet=True), name).get("ui")
             if isinstance(ui, dict) and "linked" in ui:
                 return ui
             if isinstance(ui, dict) and "failed" in ui:
@@ -597,7 +611,9 @@ class Scanway:
         return f": {' | '.join(lines[-2:])[:300]}" if lines else ""
 
     def _panic_note(self):
-        time.sleep(0.1)
+        # scanway has exited: its stdout ends once the reader has every line (a panic's too)
+        if not self.out.wait_closed(5):
+            self.ctx.log("scanway's stdout still open 5 s after it exited (a child holds it?)")
         text = self.out.text() + "\n" + (self.ctx.dir / "scanway.stderr.log").read_text(errors="replace")
         for ln in text.splitlines():
             if PANIC_RE.search(ln):
@@ -643,8 +659,8 @@ class CBackend:
     def disconnected(self, name, nth=None, timeout=15):
         pass
 
-    def list(self, tag=None):
-        return None
+    def list(self, tag=None, quiet=False):
+        return None  # no listing: see wait_flushed
 
     def shot_scanout(self, name, scanout, path, guest):
         guest.screendump(scanout, path)
@@ -684,20 +700,137 @@ def check_pattern(ctx, path, *, head=0, frame=0, size=None, locate=False):
     return out
 
 
-def shoot_and_check(ctx, take, path, attempts=1, pause=1.0, **check):
-    """take(path) then check_pattern(path, **check), retrying a few times for
-    pictures that may lag a frame (fbdev damage worker, a window's redraw)."""
-    for i in range(1, attempts + 1):
-        take(path)
-        if not Path(path).is_file() or Path(path).stat().st_size == 0:
-            raise CaseFailure(f"no screenshot written to {path}")
+def shoot_and_check(ctx, take, path, **check):
+    """take(path) then check_pattern(path, **check), once: call it when the picture is there
+    (the guest's READY line, or wait_flushed), never to poll."""
+    take(path)
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise CaseFailure(f"no screenshot written to {path}")
+    return check_pattern(ctx, path, **check)
+
+
+# ------------------------------------------------------------ waiting for events
+# A scanway screenshot renders the state at the time of the request (the guest's flushed
+# pixels, windows, cursors), whether or not a frame showed it yet: a picture is stale only
+# while the guest has not flushed it.  So a case waits for that flush in scanway's listing
+# (a scanout's flush_count and resource), or for the guest's serial line, then takes one
+# screenshot and checks it once.
+POLL_S = 0.05  # between two looks at a condition
+
+
+def wait_until(ctx, what, probe, timeout=30, interval=POLL_S):
+    """Look at probe() -> (done, state) every `interval` s until done, within `timeout` s and
+    the case's deadline; returns the state (else CaseFailure with the last state)."""
+    t0 = time.monotonic()
+    end = t0 + ctx.deadline.left(timeout)
+    looks = 0
+    while True:
+        done, state = probe()
+        looks += 1
+        if done:
+            ctx.log(f"waited for {what}: {time.monotonic() - t0:.2f}s, {looks} look(s)")
+            return state
+        if time.monotonic() > end:
+            raise CaseFailure(f"{what}: not within {timeout:.0f}s (last: {state})")
+        time.sleep(interval)
+
+
+def flush_mark(s):
+    """What a new picture of the guest changes on scanout `s` of a listing: (resource, flushes)."""
+    return (s.get("resource_id"), s.get("flush_count", 0)) if s.get("enabled") else (None, 0)
+
+
+def flushed_since(s, mark):
+    """Whether scanout `s` of a listing shows a picture the guest gave after `mark` (flush_mark
+    of a listing before; None: any flush): the same resource flushed again, or another
+    resource set on the scanout (scanway then shows that resource whole, as last
+    transferred; its flush count may have started again)."""
+    if not s.get("enabled"):
+        return False
+    if mark is None:
+        return s.get("flush_count", 0) > 0
+    return s.get("flush_count", 0) > mark[1] or s.get("resource_id") != mark[0]
+
+
+def mark_of(b, name, sid=0):
+    """flush_mark of scanout `sid` of guest `name` now; None without a listing (C backend)."""
+    listing = b.list(quiet=True)
+    return None if listing is None else flush_mark(scanout(listing, name, sid))
+
+
+def wait_flushed(ctx, b, name, sid=0, since=None, size=None, ok=None, timeout=30, what=None):
+    """Wait until scanway's listing shows scanout `sid` of guest `name` enabled, `size` (WxH)
+    if given, with a picture flushed after `since` (mark_of before the action; None: any
+    flush), and ok(scanout) if given; returns that scanout.  From then on one screenshot
+    shows that picture.  Returns None at once for the C backend (no listing: its screenshot
+    is QEMU's screendump, taken as it is)."""
+    if b.list(quiet=True) is None:
+        return None
+    wh = tuple(int(v) for v in size.split("x")) if size else None
+
+    def probe():
+        s = scanout(b.list(quiet=True), name, sid)
+        done = (flushed_since(s, since) and (wh is None or (s.get("width"), s.get("height")) == wh)
+                and (ok is None or ok(s)))
+        return done, s
+    s = wait_until(ctx, what or f"{name} scanout {sid}: a picture flushed"
+                   + (f" at {size}" if size else "") + (f" after {since}" if since else ""), probe, timeout)
+    ctx.log(f"{name} scanout {sid}: {s.get('width')}x{s.get('height')} resource {s.get('resource_id')}"
+            f" flushes {s.get('flush_count')} (before: {since})")
+    return s
+
+
+def check_flushed(ctx, b, name, sid, path, guest=None, since=None, size=None, **check):
+    """Scanout `sid` of `name` exact (check_pattern): wait_flushed, then one screenshot
+    checked once."""
+    wait_flushed(ctx, b, name, sid, since=since, size=size)
+    return shoot_and_check(ctx, lambda p: b.shot_scanout(name, sid, p, guest), path, size=size, **check)
+
+
+def check_at_flushes(ctx, b, name, sid, attempt, what, timeout=30):
+    """For pictures that come with a flush no line of the guest marks (fbdev's damage worker,
+    X's and weston's repaints after a mode change): attempt() takes its screenshots and
+    checks them (CaseFailure when wrong).  Tried at once; after a wrong picture, again once
+    the guest flushed the scanout again (a flush during the try counts), until `timeout`:
+    only a flush changes a guest's picture.  Returns attempt()'s result.
+    The C backend has no listing and no flush counter: there the attempts are polled (every
+    0.2 s until `timeout`) - QEMU's screendump is the only thing to look at."""
+    end = time.monotonic() + ctx.deadline.left(timeout)
+    tries = 0
+    while True:
+        before = mark_of(b, name, sid)
+        tries += 1
         try:
-            out = check_pattern(ctx, path, **check)
-            return out if i == 1 else f"{out} (attempt {i})"
+            result = attempt()
+            if tries > 1:
+                ctx.log(f"{what}: right at try {tries}")
+            return result
+        except CaseFailure as e:
+            failure = e
+        left = end - time.monotonic()
+        if left <= 0:
+            raise failure
+        ctx.log(f"{what}: try {tries}: {failure}; waiting for {name}'s next flush")
+        if before is None:
+            time.sleep(min(0.2, left))  # C backend: nothing to wait on (see above)
+            continue
+        def flushed():
+            now = mark_of(b, name, sid)
+            return now != before, now
+        try:
+            wait_until(ctx, f"{name}'s next flush", flushed, timeout=left)
         except CaseFailure:
-            if i == attempts:
-                raise
-            time.sleep(pause)
+            raise CaseFailure(f"{failure} (and no further flush of {name} scanout {sid} within {timeout:.0f}s)")
+
+
+def wait_frames(ctx, b, after, timeout=15, what="a frame"):
+    """Wait until scanway has finished a frame after the one numbered `after` (the listing's
+    `frames` then): no frame is being drawn while a control request is answered, so frame
+    after+1 began after the listing that read `after`."""
+    def probe():
+        frames = b.list(quiet=True).get("frames", 0)
+        return frames > after, frames
+    return wait_until(ctx, f"{what} (frames > {after})", probe, timeout)
 
 
 def located(out):

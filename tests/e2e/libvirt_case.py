@@ -194,8 +194,7 @@ def case_libvirt(ctx):
         g1 = ctx.guest("g1", "g1", "pattern", mode="1024x768")
         b.connected("g1")
         g1.wait_ready(ctx.deadline.left(BOOT))
-        H.shoot_and_check(ctx, lambda p: b.shot_scanout("g1", 0, p, g1), ctx.dir / "g1-before.png",
-                          size="1024x768", attempts=5)
+        H.check_flushed(ctx, b, "g1", 0, ctx.dir / "g1-before.png", g1, size="1024x768")
         g1_before = {k: v for k, v in H.scanout(b.list("before"), "g1", 0).items() if k in H.SCANOUT_STATE}
 
         virsh(ctx, "destroy", DOMAIN, check=False)
@@ -208,8 +207,7 @@ def case_libvirt(ctx):
         b.connected(DOMAIN)
         line = wait_serial(ctx, serial, r"^GUEST-PATTERN-READY (\d+x\d+)", "GUEST-PATTERN-READY")
         size = line.group(1)
-        H.shoot_and_check(ctx, lambda p: b.shot_scanout(DOMAIN, 0, p), ctx.dir / "domain-first.png",
-                          size=size, attempts=5)
+        H.check_flushed(ctx, b, DOMAIN, 0, ctx.dir / "domain-first.png", size=size)
         procs = backend_processes()
         if len(procs) != 1 or procs[0][1] != "libvirt-qemu":
             raise CaseFailure(f"scanway backend processes (pid, user): {procs}, expected one as libvirt-qemu")
@@ -222,10 +220,10 @@ def case_libvirt(ctx):
 
         # resize through libvirt's route to the D-Bus display
         b.wait_ui_linked(DOMAIN)
+        before = H.mark_of(b, DOMAIN)
         b.ctl("window", "--guest", DOMAIN, "--size", "1024x768")
         wait_serial(ctx, serial, r"^GUEST-MODE 1024x768\b", "GUEST-MODE 1024x768", timeout=30)
-        H.shoot_and_check(ctx, lambda p: b.shot_scanout(DOMAIN, 0, p), ctx.dir / "domain-resized.png",
-                          size="1024x768", attempts=5)
+        H.check_flushed(ctx, b, DOMAIN, 0, ctx.dir / "domain-resized.png", since=before, size="1024x768")
         details.append("resized to 1024x768 through virDomainOpenGraphicsFD")
 
         virsh(ctx, "destroy", DOMAIN)
@@ -250,10 +248,8 @@ def case_libvirt(ctx):
         virsh(ctx, "start", DOMAIN, timeout=120)
         b.connected(DOMAIN, nth=2)
         line = wait_serial(ctx, serial, r"^GUEST-PATTERN-READY (\d+x\d+)", "GUEST-PATTERN-READY again")
-        H.shoot_and_check(ctx, lambda p: b.shot_scanout(DOMAIN, 0, p), ctx.dir / "domain-again.png",
-                          size=line.group(1), attempts=5)
-        H.shoot_and_check(ctx, lambda p: b.shot_scanout("g1", 0, p, g1), ctx.dir / "g1-after.png",
-                          size="1024x768", attempts=5)
+        H.check_flushed(ctx, b, DOMAIN, 0, ctx.dir / "domain-again.png", size=line.group(1))
+        H.check_flushed(ctx, b, "g1", 0, ctx.dir / "g1-after.png", g1, size="1024x768")
         details.append(f"virsh start again: {line.group(1)} exact, g1 exact")
         virsh(ctx, "destroy", DOMAIN)
         b.disconnected(DOMAIN, nth=2)
