@@ -21,13 +21,15 @@ pub mod qemu_ui;
 pub mod redraw;
 pub mod render;
 mod requests;
+mod startup;
 pub mod tty;
 mod winit;
+
+pub use startup::run;
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -41,34 +43,27 @@ use smithay::{
     },
     desktop::{PopupManager, Space, Window},
     input::{Seat, SeatState},
-    output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
+    output::Output,
     reexports::{
-        calloop::{EventLoop, Interest, LoopHandle, LoopSignal, Mode, PostAction, generic::Generic},
-        wayland_server::{Display, DisplayHandle, protocol::wl_surface::WlSurface},
+        calloop::{LoopHandle, LoopSignal},
+        wayland_server::{DisplayHandle, protocol::wl_surface::WlSurface},
     },
     utils::{Logical, Physical, Point, Scale, Size, Transform},
     wayland::{
         compositor::CompositorState, output::OutputManagerState, selection::data_device::DataDeviceState,
-        shell::xdg::XdgShellState, shm::ShmState, socket::ListeningSocketSource,
+        shell::xdg::XdgShellState, shm::ShmState,
     },
 };
-use tracing::{info, warn};
+use tracing::info;
 
 use self::{
     element::{WindowElement, WindowRenderElement},
     guests::{Guest, lock},
-    handlers::ClientState,
 };
 use std::rc::Rc;
 
-use crate::virtio::virgl3d::{Virgl3d, VirglShared};
-use crate::{
-    control::{self, Request},
-    renderer,
-    run_config::{BackendKind, RunConfig},
-    scanout::ScanoutWindow,
-    virtio::device::GpuConfig,
-};
+use crate::virtio::virgl3d::VirglShared;
+use crate::{control::Request, renderer, scanout::ScanoutWindow, virtio::device::GpuConfig};
 
 /// Background colour of the output (RGBA, 0..1).
 pub const CLEAR_COLOR: [f32; 4] = [0.10, 0.12, 0.16, 1.0];
@@ -172,197 +167,6 @@ pub struct Comp {
     /// The attach socket, when listening (removed at exit).
     pub attach_socket: Option<PathBuf>,
     _output_manager_state: OutputManagerState,
-}
-
-/// `scanway run`: start the compositor and serve the guests until SIGTERM/SIGINT or the window
-/// closes.
-pub fn run(args: RunConfig) -> anyhow::Result<()> {
-    let control_path = args.control.clone();
-    let mut event_loop: EventLoop<'static, State> = EventLoop::try_new().context("event loop")?;
-    let display: Display<State> = Display::new().context("Wayland display")?;
-    let display_handle = display.handle();
-
-    let size = (args.size.width as i32, args.size.height as i32);
-    let kind = args.backend.unwrap_or_else(BackendKind::auto);
-    info!("backend: {kind:?}");
-    let backend = match kind {
-        BackendKind::Headless => Backend::Headless(Box::new(headless::Headless::new(size)?)),
-        BackendKind::Winit => Backend::Winit(Box::new(winit::Winit::new(&mut event_loop, size)?)),
-        BackendKind::Tty => Backend::Tty(Box::new(tty::Tty::new(&mut event_loop, args.drm_device.clone())?)),
-    };
-    let outputs = match &backend {
-        Backend::Tty(t) => t.outputs(),
-        Backend::Headless(_) => vec![virtual_output(size.into())],
-        Backend::Winit(w) => vec![virtual_output(w.backend.window_size())],
-    };
-    let output = outputs[0].clone();
-
-    let mut seat_state = SeatState::new();
-    let mut seat = seat_state.new_wl_seat(&display_handle, "seat0");
-    seat.add_keyboard(Default::default(), 200, 25).context("keyboard")?;
-    seat.add_pointer();
-
-    let mut comp = Comp {
-        compositor_state: CompositorState::new::<State>(&display_handle),
-        xdg_shell_state: XdgShellState::new::<State>(&display_handle),
-        shm_state: ShmState::new::<State>(&display_handle, vec![]),
-        _output_manager_state: OutputManagerState::new_with_xdg_output::<State>(&display_handle),
-        data_device_state: DataDeviceState::new::<State>(&display_handle),
-        seat_state,
-        seat,
-        display_handle,
-        loop_handle: event_loop.handle(),
-        loop_signal: event_loop.get_signal(),
-        space: Space::default(),
-        popups: PopupManager::default(),
-        output,
-        guests: Vec::new(),
-        redraw: HashMap::new(),
-        frames: 0,
-        start: Instant::now(),
-        virgl: None,
-        config: config::Config::load(args.config.as_ref())?,
-        focused: None,
-        grabbed: false,
-        swallowed: Vec::new(),
-        guest_keys_down: Vec::new(),
-        pointer_location: (0.0, 0.0).into(),
-        grab: None,
-        fullscreen: None,
-        overlay: false,
-        guest_template: GpuConfig {
-            num_scanouts: 1,
-            preferred_size: (args.guest_size.width, args.guest_size.height),
-            max_host_memory: args.max_resource_memory,
-            name: String::new(),
-        },
-        attach_socket: None,
-    };
-    comp.set_outputs(&[], &outputs);
-    let mut state = State { backend, comp };
-    if args.no_3d {
-        info!("3D disabled (--no-3d)");
-    } else {
-        init_virgl(&mut state, &event_loop.handle());
-    }
-
-    // Wayland clients.
-    let listener = ListeningSocketSource::new_auto().context("Wayland socket")?;
-    let socket_name = listener.socket_name().to_string_lossy().into_owned();
-    let handle = event_loop.handle();
-    handle
-        .insert_source(listener, |stream, _, state| {
-            if let Err(e) = state.comp.display_handle.insert_client(stream, Arc::new(ClientState::default())) {
-                warn!("Wayland client: {e}");
-            }
-        })
-        .map_err(|e| anyhow!("Wayland socket source: {e}"))?;
-    handle
-        .insert_source(Generic::new(display, Interest::READ, Mode::Level), |_, display, state| {
-            // SAFETY: the display is never dropped while its source lives.
-            if let Err(e) = unsafe { display.get_mut().dispatch_clients(state) } {
-                warn!("dispatching Wayland clients: {e}");
-            }
-            Ok(PostAction::Continue)
-        })
-        .map_err(|e| anyhow!("Wayland display source: {e}"))?;
-    println!("scanway: wayland socket {socket_name}");
-
-    // Control socket.
-    let control_listener = guests::bind_listener(&control_path)?;
-    handle
-        .insert_source(Generic::new(control_listener, Interest::READ, Mode::Level), |_, listener, state| {
-            while let Ok((stream, _)) = listener.accept() {
-                let reply = control::read_request(&stream).and_then(|req| state.control(req));
-                if let Err(e) = control::write_reply(&stream, reply) {
-                    warn!("control reply: {e}");
-                }
-            }
-            Ok(PostAction::Continue)
-        })
-        .map_err(|e| anyhow!("control socket source: {e}"))?;
-    println!("scanway: control socket {}", control_path.display());
-
-    // Guests.
-    for spec in &args.guests {
-        let config =
-            GpuConfig { num_scanouts: spec.outputs, name: spec.name.clone(), ..state.comp.guest_template.clone() };
-        let index = guests::add_guest(&mut state, spec, config)?;
-        if let (Some(shared), Some(guest), false) = (state.comp.virgl.clone(), state.comp.guests.get(index), spec.no_3d)
-        {
-            lock(&guest.device).gpu_mut().enable_3d(Virgl3d::new(shared));
-        }
-    }
-
-    // VMs handed over by backend processes (libvirt).
-    match &args.attach_socket {
-        Some(path) => attach::listen(&mut state, path)?,
-        None => {
-            let path = attach::default_path();
-            if let Err(e) = attach::listen(&mut state, &path) {
-                info!("no attach socket, so VMs started by libvirt cannot attach: {e:#}");
-            }
-        }
-    }
-
-    // SIGTERM / SIGINT end the loop cleanly.
-    let signals =
-        calloop::signals::Signals::new(&[calloop::signals::Signal::SIGTERM, calloop::signals::Signal::SIGINT])
-            .context("signal source")?;
-    handle
-        .insert_source(signals, |_, _, state| state.comp.loop_signal.stop())
-        .map_err(|e| anyhow!("signal source: {e}"))?;
-
-    state.comp.queue_redraw();
-    event_loop
-        .run(None, &mut state, |state| {
-            state.comp.space.refresh();
-            state.comp.popups.cleanup();
-            if let Err(e) = state.comp.display_handle.flush_clients() {
-                warn!("flushing Wayland clients: {e}");
-            }
-            if !state.comp.queued_outputs().is_empty() {
-                match &mut state.backend {
-                    Backend::Headless(_) => headless::draw_queued(state),
-                    Backend::Winit(w) => w.backend.window().request_redraw(),
-                    Backend::Tty(_) => tty::draw_queued(state),
-                }
-            }
-        })
-        .context("event loop")?;
-
-    info!("shutting down after {} frames", state.comp.frames);
-    // Teardown order: the loop's sources (guest connections) and the guests' 3D state go before
-    // virglrenderer, and virglrenderer before the renderer whose EGL display it uses.
-    drop(event_loop);
-    for guest in &state.comp.guests {
-        lock(&guest.device).reset();
-    }
-    let mut sockets: Vec<PathBuf> = state.comp.guests.drain(..).filter_map(|g| g.socket).collect();
-    sockets.extend(state.comp.attach_socket.take());
-    state.comp.virgl = None;
-    for socket in sockets {
-        let _ = std::fs::remove_file(socket);
-    }
-    let _ = std::fs::remove_file(&control_path);
-    Ok(())
-}
-
-/// The output of the headless and winit backends: one virtual monitor of `size` pixels.
-fn virtual_output(size: Size<i32, Physical>) -> Output {
-    let output = Output::new(
-        "scanway-1".into(),
-        PhysicalProperties {
-            size: (0, 0).into(),
-            subpixel: Subpixel::Unknown,
-            make: "scanway".into(),
-            model: "virtual".into(),
-        },
-    );
-    let mode = OutputMode { size, refresh: 60_000 };
-    output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
-    output.set_preferred(mode);
-    output
 }
 
 impl Comp {
@@ -553,54 +357,5 @@ impl Comp {
             }
             _ => {}
         }
-    }
-}
-
-/// Start virglrenderer in the compositor's EGL share group and poll its fence eventfd on the
-/// loop. On failure guests get a 2D-only device (no `VIRTIO_GPU_F_VIRGL`).
-fn init_virgl(state: &mut State, handle: &LoopHandle<'static, State>) {
-    use crate::renderer::virgl::{GlApi, Virgl, VirglOptions};
-    let renderer = state.backend.renderer();
-    let display = renderer.egl_context().display().get_display_handle().handle;
-    let context = renderer.egl_context().get_context_handle();
-    // SAFETY: the display and context are the renderer's and outlive virglrenderer (see the
-    // teardown order at the end of `run`).
-    let virgl = unsafe {
-        Virgl::init_with(display, context, VirglOptions { api: GlApi::SameAsShareContext, thread_sync: true })
-    };
-    let virgl = match virgl {
-        Ok(v) => v,
-        Err(e) => {
-            warn!("virglrenderer unavailable, guests get 2D only: {e}");
-            return;
-        }
-    };
-    let version = virgl.gl_version();
-    if let Some(fd) = virgl.poll_fd() {
-        let source = Generic::new(PollFd(fd), Interest::READ, Mode::Level);
-        let inserted = handle.insert_source(source, |_, _, state| {
-            if let Some(shared) = state.comp.virgl.as_ref() {
-                shared.virgl.poll();
-            }
-            state.comp.dispatch_fences();
-            Ok(PostAction::Continue)
-        });
-        if let Err(e) = inserted {
-            warn!("virglrenderer fence source: {e}");
-        }
-    }
-    info!("virglrenderer initialised in the compositor's share group ({version:?})");
-    let display = state.backend.renderer().egl_context().display().clone();
-    state.comp.virgl = Some(VirglShared::new(virgl, Some(display)));
-}
-
-/// virglrenderer's fence eventfd (owned by virglrenderer, valid while it is initialised).
-struct PollFd(std::os::fd::RawFd);
-
-impl std::os::fd::AsFd for PollFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: virglrenderer keeps the eventfd open until virgl_renderer_cleanup, which runs
-        // after the event loop (and this source) is dropped.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
     }
 }
