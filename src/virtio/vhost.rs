@@ -511,3 +511,6 @@ impl VhostUserBackendReqHandlerMut for VhostUserGpu {
         Err(vhost_user::Error::InvalidOperation("dirty logging is not supported"))
     }
 }
+
+#[cfg(test)]
+mod tests;
