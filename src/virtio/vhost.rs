@@ -55,13 +55,27 @@ struct Vring {
     /// Started by `SET_VRING_KICK`, stopped by `GET_VRING_BASE` (vhost-user spec, "Starting and
     /// stopping rings").
     started: bool,
+    /// The guest broke the ring (virtio 1.2, 2.7.13.3: its available index ran more than the
+    /// queue size ahead of what the device used): the queue is not served again until the ring
+    /// is set up anew (`SET_VRING_BASE`, a device reset or the next VMM connection).
+    broken: bool,
 }
 
 impl Vring {
     fn new() -> Self {
         // MAX_QUEUE_SIZE is a power of two, so `Queue::new` cannot fail.
         let queue = Queue::new(MAX_QUEUE_SIZE).unwrap_or_else(|_| unreachable!("valid queue size"));
-        Vring { queue, call: None, enabled: false, started: false }
+        Vring { queue, call: None, enabled: false, started: false, broken: false }
+    }
+
+    /// Whether the guest's available index is more than the queue size ahead of the next entry
+    /// the device takes, which no driver can produce (the ring holds `size` entries). An index
+    /// that cannot be read counts as broken too.
+    fn avail_index_broken(&self, mem: &GuestMemoryMmap) -> bool {
+        match self.queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) {
+            Ok(avail) => avail.0.wrapping_sub(self.queue.next_avail()) > self.queue.size(),
+            Err(_) => true,
+        }
     }
 }
 
@@ -178,13 +192,23 @@ impl VhostUserGpu {
     pub fn process_queue(&mut self, index: usize) {
         let Some(mem) = self.mem.as_ref() else { return };
         let Some(vring) = self.vrings.get_mut(index) else { return };
-        if !vring.started || !vring.enabled || !vring.queue.ready() {
+        if !vring.started || !vring.enabled || vring.broken || !vring.queue.ready() {
             return;
         }
         // With VIRTIO_RING_F_EVENT_IDX the guest kicks again only after we publish avail_event
-        // (enable_notification); requests that arrived meanwhile are picked up by the loop.
+        // (enable_notification); requests that arrived meanwhile are picked up by the loop, which
+        // ends because every round either takes entries off a sane ring or finds it broken.
         let mut used = false;
         loop {
+            if vring.avail_index_broken(mem) {
+                vring.broken = true;
+                warn!(
+                    guest = %self.name,
+                    "queue {index}: the available index is more than the queue size ahead of the device \
+                     (a broken ring): the queue is stopped until the VMM sets it up again"
+                );
+                break;
+            }
             if let Err(e) = vring.queue.disable_notification(mem) {
                 warn!(guest = %self.name, "queue {index}: {e}");
                 break;
@@ -379,6 +403,7 @@ impl VhostUserBackendReqHandlerMut for VhostUserGpu {
         let base = u16::try_from(base).map_err(|_| vhost_user::Error::InvalidParam)?;
         vring.queue.set_next_avail(base);
         vring.queue.set_next_used(base);
+        vring.broken = false;
         Ok(())
     }
 

@@ -276,8 +276,6 @@ enum Report {
 }
 
 #[test]
-#[ignore = "issue 12: process_queue busy-loops when the avail index is more than the queue size ahead \
-            (pop fails, enable_notification keeps returning true)"]
 fn hostile_avail_index() {
     // The device is built and served on a thread of its own, so that a `process_queue` that does
     // not return fails this test instead of hanging it.
