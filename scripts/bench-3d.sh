@@ -32,22 +32,18 @@ cargo build --release -q
 tests/guest/build-guest.sh >/dev/null
 ROOTFS=$(tests/guest/build-rootfs-3d.sh 2>/dev/null | tail -n1)
 G=target/guest
-HZ=$(getconf CLK_TCK)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-last_fps() { grep -a -o 'Rendered [0-9]* frames in [0-9.]* sec ([0-9.]* fps)' "$1" | tail -n1 | sed 's/.*(\([0-9.]*\) fps)/\1/'; }
+# the figures (fps, CPU time) are read in one place: tests/e2e/harness.py (its command line)
+figure() { python3 tests/e2e/harness.py "$@"; }
+last_fps() { figure kmscube-fps "$1"; }
 renderer() { grep -a -m1 'renderer:' "$1" | sed 's/.*renderer: *//'; }
 ratio() { if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then awk "BEGIN{printf \"%.2fx\", $1/$2}"; else echo "?"; fi; }
 # glmark2's results in a serial log: "SCENE FPS" lines (SCENE like "[build] duration=5:use-vbo=true"),
 # then "score N", "size WxH", "renderer R"
-glmark2_results() {
-	tr -d '\r' <"$1" | sed -n -e 's/^glmark2: \(\[[a-z-]*\] [^ ]*\): FPS: \([0-9]*\) .*/\1 \2/p' \
-		-e 's/^glmark2: *glmark2 Score: *\([0-9]*\).*/score \1/p' \
-		-e 's/^glmark2: *Surface Size: *\([0-9x]*\).*/size \1/p' \
-		-e 's/^glmark2: *GL_RENDERER: *\(.*\)/renderer \1/p'
-}
+glmark2_results() { figure glmark2 "$1"; }
 
 # ---- scanway (headless, virgl in the compositor's share group): a fresh instance per
 # guest. scanway_guest NAME RUN-GUEST-ARGS... boots the guest with run-guest.sh; the
@@ -63,11 +59,11 @@ scanway_guest() {
 	pid=$!
 	PIDS+=("$pid")
 	for _ in $(seq 50); do [ -S "$OUT/$name.sock" ] && break; sleep 0.1; done
-	t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+	t0=$(figure cpu-ticks "$pid")
 	tests/guest/run-guest.sh --socket "$PWD/$OUT/$name.sock" --rootfs "$ROOTFS" --mem 1G \
 		--workdir "$OUT/$name-guest" --timeout 600 --quiet --ready '^GUEST-3D-DONE' "$@" \
 		>"$OUT/$name-run-guest.log" 2>&1 || true
-	t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+	t1=$(figure cpu-ticks "$pid")
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	SW_TICKS=$((t1 - t0))
@@ -112,7 +108,7 @@ if [ "$KMSCUBE" = 1 ]; then
 		printf 'ratio scanway/QEMU: %s\n' "$(ratio "$SW_FPS" "$Q_FPS")"
 	fi
 	printf 'scanway host CPU during the scanway run: %s ms per frame\n' \
-		"$(awk "BEGIN{printf \"%.2f\", $SW_TICKS*1000/$HZ/$FRAMES}")"
+		"$(figure cpu-ms-per-frame "$SW_TICKS" "$FRAMES")"
 fi
 
 if [ "$GLMARK2" = 1 ]; then
@@ -139,5 +135,5 @@ if [ "$GLMARK2" = 1 ]; then
 	s=$(val "$OUT/gm-scanway.results" score)
 	q=$(val "$OUT/gm-qemu.results" score)
 	printf '%-44s %10s %10s %10s\n' "glmark2 score" "${s:-?}" "${q:-?}" "$(ratio "$s" "$q")"
-	printf 'scanway host CPU during the scanway glmark2 run: %s s\n' "$(awk "BEGIN{printf \"%.1f\", $SW_TICKS/$HZ}")"
+	printf 'scanway host CPU during the scanway glmark2 run: %s s\n' "$(figure cpu-seconds "$SW_TICKS")"
 fi

@@ -65,6 +65,9 @@ pack() {
 	du -sh .dev1 .dev2
 }
 
+# the figures (fps, CPU time) are read in one place: tests/e2e/harness.py (its command line)
+figure() { python3 tests/e2e/harness.py "$@"; }
+
 unpack_tools() {
 	rm -rf "$STAGE" && mkdir -p "$STAGE"
 	LD_LIBRARY_PATH=.dev1/zstd .dev1/zstd/zstd -dc .dev1/tools.tar.zst | tar -C "$STAGE" -xf -
@@ -88,19 +91,18 @@ one_pass() {
 		exit 1
 	fi
 	local t0 t1
-	t0=$(awk '{print $14+$15}' "/proc/$sw/stat")
+	t0=$(figure cpu-ticks "$sw")
 	tests/guest/run-guest.sh --socket "$out/g0.sock" --test kmscube --frames "$frames" --hold 1 \
 		--kernel "$STAGE/vmlinuz" --initrd "$STAGE/initramfs.cpio.gz" \
 		--rootfs "$STAGE/rootfs.ext4" --mem 1G --workdir "$out/guest" --timeout 270 --quiet \
 		--ready '^GUEST-3D-DONE' >"$out/run-guest.log" 2>&1 || true
-	t1=$(awk '{print $14+$15}' "/proc/$sw/stat")
+	t1=$(figure cpu-ticks "$sw")
 	XDG_RUNTIME_DIR=$out/xdg LD_LIBRARY_PATH=$STAGE/lib "$STAGE/bin/scanway" list --control "$out/ctl.sock" \
 		>"$out/list.txt" 2>&1 || true
 	kill "$sw" 2>/dev/null || true
-	FPS=$(grep -a -o 'Rendered [0-9]* frames in [0-9.]* sec ([0-9.]* fps)' "$out/guest/serial.log" | tail -n1 |
-		sed 's/.*(\([0-9.]*\) fps)/\1/' || true)
+	FPS=$(figure kmscube-fps "$out/guest/serial.log" || true)
 	RENDERER=$(grep -a -m1 'renderer:' "$out/guest/serial.log" | sed 's/.*renderer: *//' | tr -d '\r"' || true)
-	CPU_MS=$(awk "BEGIN{printf \"%.2f\", ($t1-$t0)*1000/$(getconf CLK_TCK)/$frames}")
+	CPU_MS=$(figure cpu-ms-per-frame $((t1 - t0)) "$frames")
 	if [ -n "${OUT:-}" ]; then
 		for f in scanway.err guest/serial.log run-guest.log list.txt; do cp "$out/$f" "$OUT/$name-${f#guest/}" 2>/dev/null || true; done
 	fi

@@ -174,6 +174,14 @@ def pid_is(pid, marker):
         return False
 
 
+# --------------------------------------------------------------------- figures
+# The figures the suite and the benchmarks read (fps, CPU time), in one place: run.py,
+# bench.py, and scripts/bench-3d.sh and scripts/device-bench-3d.sh through this file's
+# command line (see main below).
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+KMSCUBE_RE = r"Rendered (\d+) frames in ([\d.]+) sec \(([\d.]+) fps\)"
+
+
 def cpu_ticks(pid):
     """utime + stime of a process (all its threads), in clock ticks."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -181,7 +189,44 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+def cpu_ms_per_frame(ticks, frames):
+    """CPU time of `ticks` clock ticks (cpu_ticks differences) per frame, in milliseconds."""
+    return ticks * 1000 / CLK_TCK / frames
+
+
+def cpu_seconds(ticks):
+    return ticks / CLK_TCK
+
+
+def figures(line):
+    """{name: text} of the NAME=VALUE figures of a guest's result line: GUEST-ANIMATE-DONE,
+    GUEST-TTY-FRAMES (frames=, seconds=, fps=, ...)."""
+    return dict(re.findall(r"\b(\w+)=([\w.]+)", line))
+
+
+def kmscube_fps(text):
+    """kmscube's last "Rendered N frames in S sec (F fps)" report in `text` (frames since it
+    began rendering): F as text, or None."""
+    reports = re.findall(KMSCUBE_RE, text)
+    return reports[-1][2] if reports else None
+
+
+def glmark2_results(text):
+    """glmark2's results in a serial log, as lines: "SCENE FPS" (SCENE like "[build]
+    duration=5:use-vbo=true"), then "score N", "size WxH", "renderer R" where present."""
+    out = []
+    for line in text.replace("\r", "").splitlines():
+        m = re.match(r"^glmark2: (\[[a-z-]*\] \S*): FPS: (\d+) ", line)
+        if m:
+            out.append(f"{m.group(1)} {m.group(2)}")
+            continue
+        for key, regex in (("score", r"^glmark2: *glmark2 Score: *(\d+)"),
+                           ("size", r"^glmark2: *Surface Size: *([0-9x]*)"),
+                           ("renderer", r"^glmark2: *GL_RENDERER: *(.*)")):
+            m = re.match(regex, line)
+            if m:
+                out.append(f"{key} {m.group(1)}")
+    return out
 
 
 class LineLog:
@@ -880,3 +925,34 @@ def rgb_at(px, w, x, y):
 def write_ppm(path, w, h, rgb):
     """A binary PPM (P6) of RGB bytes, row after row."""
     Path(path).write_bytes(b"P6\n%d %d\n255\n" % (w, h) + bytes(rgb))
+
+
+def main(argv):
+    """The figures for shell scripts: `harness.py FIGURE ARGS...`, one value (or line) printed.
+      cpu-ticks PID                utime + stime of PID, clock ticks
+      cpu-ms-per-frame TICKS N     TICKS of CPU time per frame, ms (2 decimals)
+      cpu-seconds TICKS            TICKS of CPU time, s (1 decimal)
+      kmscube-fps FILE             kmscube's last fps report in FILE (nothing if none)
+      glmark2 FILE                 glmark2's results in FILE (glmark2_results)"""
+    cmds = {
+        "cpu-ticks": lambda pid: cpu_ticks(int(pid)),
+        "cpu-ms-per-frame": lambda ticks, n: f"{cpu_ms_per_frame(int(ticks), int(n)):.2f}",
+        "cpu-seconds": lambda ticks: f"{cpu_seconds(int(ticks)):.1f}",
+        "kmscube-fps": lambda path: kmscube_fps(Path(path).read_bytes().decode(errors="replace")) or "",
+        "glmark2": lambda path: "\n".join(glmark2_results(Path(path).read_bytes().decode(errors="replace"))),
+    }
+    if len(argv) < 2 or argv[1] not in cmds:
+        sys.stderr.write(main.__doc__.split("\n", 1)[1] + "\n")
+        return 2
+    try:
+        value = str(cmds[argv[1]](*argv[2:]))
+    except (TypeError, ValueError, OSError) as e:
+        sys.stderr.write(f"harness.py {argv[1]}: {e}\n")
+        return 2
+    if value:
+        print(value)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
