@@ -13,11 +13,15 @@ guest prints GUEST-ANIMATE-DONE ... fps=.
 
 Host CPU: utime+stime of the backend process (all threads, /proc/PID/stat) and
 of QEMU, sampled twice:
-  before: 0.6 s after the guest's GUEST-ANIMATE-START line.  The guest prints it
-          once its buffers are drawn and the first frame is synced, then idles
-          1 s (gpu-test --start-pause 1000) before the first flip, so the sample
-          falls in a quiet window (the line is seen within ~0.05 s); boot and
-          set-up cost is excluded, at most 0.4 s of idle time is included.
+  before: once the set-up frame is handled, after the guest's GUEST-ANIMATE-START
+          line.  The guest prints it once its buffers are drawn and the first
+          frame is synced, then idles 1 s (gpu-test --start-pause 1000) before the
+          first flip, so the sample falls in that quiet window; boot and set-up
+          cost is excluded.  scanway: its listing counts the set-up frame's upload
+          (drawn in the same turn of its event loop).  C backend: it sent the frame
+          to QEMU before completing the guest's fence, and QEMU says nothing when
+          its display surface has it: the sample is taken once the backend's and
+          QEMU's CPU time stood still between two looks (every 30 ms).
   after:  when GUEST-ANIMATE-DONE is seen: the backend has consumed every frame
           (fenced sync) and the guest idles from then on.
 ms/frame = (after - before) CPU time / frames.  The C backend's cost is split
@@ -31,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -45,7 +48,28 @@ import harness as H  # noqa: E402
 from harness import CaseFailure  # noqa: E402
 
 PAUSE_MS = 1000
-SAMPLE_AFTER_START = 0.6
+
+
+def setup_handled(ctx, b, kind, bpid, qpid):
+    """The (backend, QEMU) CPU ticks once the set-up frame is handled (see the module's
+    documentation), within the guest's pause."""
+    if kind == "scanway":
+        # scanway uploads a flushed picture when it draws the next frame, in one turn of its
+        # event loop, and answers control requests between turns
+        def uploaded():
+            s = H.scanout(b.list(quiet=True), "g0", 0)
+            return s.get("uploads", 0) >= 1, s
+        H.wait_until(ctx, "scanway's upload of the set-up frame", uploaded, PAUSE_MS / 1000, interval=0.01)
+        return H.cpu_ticks(bpid), H.cpu_ticks(qpid)
+    last = None
+
+    def still():
+        nonlocal last
+        now = H.cpu_ticks(bpid), H.cpu_ticks(qpid)
+        done, last = now == last, now
+        return done, now
+    return H.wait_until(ctx, "the C backend's and QEMU's CPU time standing still", still, PAUSE_MS / 1000,
+                        interval=0.03)
 
 
 def one_run(opts, mode, kind, run):
@@ -60,21 +84,20 @@ def one_run(opts, mode, kind, run):
         seen = time.monotonic()
         if start.group(1) != mode:
             raise CaseFailure(f"guest runs {start.group(1)}, not {mode}: no such mode offered?")
-        time.sleep(max(0.0, SAMPLE_AFTER_START - (time.monotonic() - seen)))
-        b0, q0 = H.cpu_ticks(bpid), H.cpu_ticks(qpid)
+        b0, q0 = setup_handled(ctx, b, kind, bpid, qpid)
         late = time.monotonic() - seen
         done = g.wait(r"^GUEST-ANIMATE-DONE .*$", ctx.deadline.left(), "GUEST-ANIMATE-DONE").group(0)
         b1, q1 = H.cpu_ticks(bpid), H.cpu_ticks(qpid)
         ctx.log(done)
-        f = dict(re.findall(r"(\w+)=([\w.]+)", done))
+        f = H.figures(done)
         if f.get("synced") != "1":
             raise CaseFailure(f"guest could not sync (fps would exclude the backend's queue): {done}")
         frames = int(f["frames"])
         r = {
             "mode": mode, "backend": kind, "run": run, "frames": frames,
             "fps": float(f["fps"]), "seconds": float(f["seconds"]),
-            "backend_ms_per_frame": (b1 - b0) * 1000 / H.CLK_TCK / frames,
-            "qemu_ms_per_frame": (q1 - q0) * 1000 / H.CLK_TCK / frames,
+            "backend_ms_per_frame": H.cpu_ms_per_frame(b1 - b0, frames),
+            "qemu_ms_per_frame": H.cpu_ms_per_frame(q1 - q0, frames),
             "sample_s_after_start": round(late, 3),
         }
         if late >= PAUSE_MS / 1000:

@@ -123,8 +123,10 @@ def main():
         dev = next(ln.split()[1] for ln in text.splitlines()
                    if ln.startswith("GUEST-INPUT-DEV") and "Virtio Keyboard" in ln)
         needle = f"GUEST-INPUT {dev} type=1 code={KEY_A} value=1".encode()
+        needle_up = f"GUEST-INPUT {dev} type=1 code={KEY_A} value=0".encode()
         qmp = Qmp(ctx.qmp("g0"))
         seen = g.serial.read_bytes().count(needle)
+        seen_up = g.serial.read_bytes().count(needle_up)
         times = {"seat": [], "qmp": []}
         for i in range(a.samples * 2):
             route = "seat" if i % 2 == 0 else "qmp"
@@ -140,7 +142,8 @@ def main():
                 control(b.control, {"cmd": "input", "actions": [{"key": {"code": KEY_A, "pressed": False}}]})
             else:
                 qmp.send(key_event(False))
-            time.sleep(0.02)  # the release lands before the next press
+            wait_count(g.serial, needle_up, seen_up + 1)  # the next press once the guest saw this release
+            seen_up += 1
         qmp.s.close()
         kind = "3D (virgl, gl=on)" if a.three_d else "2D"
         print(f"bench input: key press -> guest evdev event, {a.samples} samples per route, {kind} guest, "
