@@ -25,6 +25,9 @@ mod startup;
 pub mod tty;
 mod winit;
 
+#[cfg(test)]
+mod tests;
+
 pub use startup::run;
 
 use std::{
