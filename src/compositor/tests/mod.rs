@@ -12,6 +12,7 @@
 
 mod client;
 mod guests;
+mod shortcuts;
 mod windows;
 
 use std::{
