@@ -95,7 +95,7 @@ impl ResourceTexture {
         if self.texture.is_some() {
             return;
         }
-        let size: Size<i32, Buffer> = (info.width as i32, info.height as i32).into();
+        let size: Size<i32, Buffer> = (clamp_i32(info.width), clamp_i32(info.height)).into();
         // SAFETY: tex_id names a live GL_TEXTURE_2D of the compositor's share group (virgl's
         // contexts share with it) for as long as the resource exists, and it exists now.
         match unsafe { renderer::alias_texture(renderer, info.tex_id, size) } {
@@ -121,17 +121,18 @@ impl ResourceTexture {
         if resource.width != self.width || resource.height != self.height {
             return;
         }
+        // The device model checked the flush rectangle; clipping again keeps every index below
+        // in the resource whatever a guest sent (and the sizes within i32: resources are at most
+        // 16384 pixels a side).
+        let Some(rect) = rect.intersect(&Rect::new(0, 0, self.width, self.height)) else { return };
         if let Some(info) = self.virgl {
             // Zero copies: the guest rendered into the texture; only damage is reported.
             self.wrap_virgl(renderer, info);
-            let region =
-                Rectangle::new((rect.x as i32, rect.y as i32).into(), (rect.width as i32, rect.height as i32).into());
-            self.damage.add([region]);
+            self.damage.add([buffer_rect(rect)]);
             return;
         }
-        let size: Size<i32, Buffer> = (self.width as i32, self.height as i32).into();
-        let region =
-            Rectangle::new((rect.x as i32, rect.y as i32).into(), (rect.width as i32, rect.height as i32).into());
+        let size: Size<i32, Buffer> = (clamp_i32(self.width), clamp_i32(self.height)).into();
+        let region = buffer_rect(rect);
         let data: &[u8] = match self.shadow.as_mut() {
             None => &resource.data,
             Some(shadow) => {
@@ -165,21 +166,48 @@ fn upload_format(format: Format) -> (Fourcc, bool) {
     }
 }
 
-/// Convert `rect` of `resource` into `shadow` (RGBA8, the resource's size, allocated on first use).
+/// Convert `rect` (within the resource) of `resource` into `shadow` (RGBA8, the resource's
+/// size, allocated on first use). Sizes are computed checked: a resource whose bytes do not fit
+/// `usize` (it could not have been allocated) converts nothing.
 fn convert_rect(resource: &Resource, rect: Rect, shadow: &mut Vec<u8>) {
-    let stride = resource.width as usize * 4;
-    let len = stride * resource.height as usize;
+    let width = usize::try_from(resource.width).ok();
+    let height = usize::try_from(resource.height).ok();
+    let Some((stride, len)) =
+        width.and_then(|w| w.checked_mul(4)).and_then(|stride| Some((stride, stride.checked_mul(height?)?)))
+    else {
+        return;
+    };
     if shadow.len() != len {
         shadow.clear();
         shadow.resize(len, 0);
     }
-    let (x0, x1) = (rect.x as usize * 4, (rect.x + rect.width) as usize * 4);
-    for y in rect.y as usize..(rect.y + rect.height) as usize {
-        let row = y * stride;
+    let (Some(x0), Some(x1), Some(right), Some(bottom)) = (
+        usize::try_from(rect.x).ok().and_then(|x| x.checked_mul(4)),
+        rect.checked_right().and_then(|r| usize::try_from(r).ok()).and_then(|r| r.checked_mul(4)),
+        rect.checked_right(),
+        rect.checked_bottom(),
+    ) else {
+        return;
+    };
+    if right > resource.width || bottom > resource.height {
+        return;
+    }
+    for y in rect.y..bottom {
+        let Some(row) = usize::try_from(y).ok().and_then(|y| y.checked_mul(stride)) else { return };
         if let (Some(src), Some(dst)) = (resource.data.get(row + x0..row + x1), shadow.get_mut(row + x0..row + x1)) {
             resource.format.to_rgba8(src, dst);
         }
     }
+}
+
+/// `v` as an i32, saturated (guest sizes are at most 16384 pixels, so nothing saturates).
+fn clamp_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// A device rectangle as smithay's buffer rectangle (pixels).
+fn buffer_rect(r: Rect) -> Rectangle<i32, Buffer> {
+    Rectangle::new((clamp_i32(r.x), clamp_i32(r.y)).into(), (clamp_i32(r.width), clamp_i32(r.height)).into())
 }
 
 /// The cursor a guest set on a scanout through the cursor queue, drawn by the host.
@@ -242,7 +270,7 @@ impl ScanoutView {
     }
 
     fn scanout_size(&self) -> Size<i32, Logical> {
-        (self.rect.width as i32, self.rect.height as i32).into()
+        (clamp_i32(self.rect.width), clamp_i32(self.rect.height)).into()
     }
 
     fn placement(&self) -> (Point<f64, Logical>, f64) {
@@ -480,9 +508,9 @@ impl ScanoutWindow {
         // 1:1 in a smaller window shows the top-left part that fits.
         let r = view.rect;
         let shown = if view.scale == ScaleMode::OneToOne {
-            ((r.width as i32).min(frame.w), (r.height as i32).min(frame.h))
+            (clamp_i32(r.width).min(frame.w), clamp_i32(r.height).min(frame.h))
         } else {
-            (r.width as i32, r.height as i32)
+            (clamp_i32(r.width), clamp_i32(r.height))
         };
         out.extend(view.picture(renderer, origin, shown, fit, None, alpha));
         out
@@ -499,7 +527,7 @@ impl ScanoutWindow {
     ) -> Option<TextureRenderElement<GlesTexture>> {
         let view = self.0.borrow();
         let r = view.rect;
-        view.picture(renderer, location.to_f64(), (r.width as i32, r.height as i32), k, Some(id), 1.0)
+        view.picture(renderer, location.to_f64(), (clamp_i32(r.width), clamp_i32(r.height)), k, Some(id), 1.0)
     }
 
     /// The commit counter of the shown texture (changes whenever new pixels were uploaded).
