@@ -143,8 +143,8 @@ pub struct WindowArgs {
     /// Fullscreen on the output, or back.
     #[arg(long, value_parser = ["on", "off"])]
     pub fullscreen: Option<String>,
-    /// How the scanout fills the window.
-    #[arg(long, value_enum)]
+    /// How the scanout fills the window: resize-guest, fit or 1:1.
+    #[arg(long)]
     pub scale: Option<control::ScaleMode>,
     /// Raise and focus the window.
     #[arg(long)]

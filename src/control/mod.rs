@@ -89,20 +89,7 @@ pub enum Request {
     },
 }
 
-/// How a guest scanout fills its window.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScaleMode {
-    /// The guest is asked to switch to the window's size (the picture is scaled to fit meanwhile).
-    #[default]
-    ResizeGuest,
-    /// The picture is scaled to fit the window, keeping its aspect ratio.
-    Fit,
-    /// One guest pixel per output pixel, from the window's top-left corner (clipped).
-    #[value(name = "1:1")]
-    #[serde(rename = "1:1")]
-    OneToOne,
-}
+pub use crate::scanout::ScaleMode;
 
 mod input;
 pub mod keys;

@@ -25,12 +25,14 @@ use smithay::{
 use tracing::warn;
 
 pub mod decoration;
+mod scale;
 mod stats;
+
+pub use scale::ScaleMode;
 
 use stats::FlushStats;
 pub use stats::ScanoutStats;
 
-use crate::control::ScaleMode;
 use crate::renderer::{self, virgl::ResourceInfo};
 use crate::virtio::{
     device::{CursorImage, Gpu, GpuEvent, Rect, Resource},
