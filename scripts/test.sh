@@ -4,7 +4,7 @@
 #
 #   scripts/test.sh [run.py options, e.g. --only pattern,reconnect]
 #
-# Steps: install-deps --test (root only), cargo fmt --check, cargo clippy (warnings are
+# Steps: install-deps --test (root only), cargo fmt --check, the module graph check, cargo clippy (warnings are
 # errors), cargo test, cargo build --release, the test guest (tests/guest/build-guest.sh,
 # cached in target/guest; the first build downloads ~106 MB from the Debian archive),
 # then the end-to-end suite (tests/e2e/run.py, logs in target/e2e/).
@@ -20,6 +20,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 step "cargo fmt --check"
 cargo fmt --check
+step "scripts/modgraph.py --check (no import cycle, no module importing one above it)"
+python3 scripts/modgraph.py --check >/dev/null
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 step "cargo test"
