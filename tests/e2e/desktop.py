@@ -69,20 +69,29 @@ def _term_text(g):
     return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\r\x07]", "", raw)
 
 
+# Characters typed before waiting for the terminal's echo: with shifts, at most ~24 key events,
+# well inside the guest kernel's evdev buffer (64 events) even if the guest's compositor reads
+# nothing until the echo of the previous chunk.
+TYPE_CHUNK = 8
+
+
 def _type(ctx, b, g, text):
-    """Type `text` (one line) through scanway's seat with one `type:` action, and wait for the
-    terminal to echo it.  scanway paces the keys (control::KEY_BURST_GAP): sent at once, a
-    burst overflowed the guest kernel's evdev buffer (64 events) before weston or X read it."""
+    """Type `text` (one line) through scanway's seat with `type:` actions, TYPE_CHUNK characters
+    at a time, each after the terminal echoed the previous ones: flow control by what the guest
+    consumed.  A burst overflowed the guest kernel's evdev buffer (64 events) before weston or X
+    read it; scanway's own pacing (control::KEY_BURST_GAP) is a rate, and a guest starved of CPU
+    (TCG beside a build) can fall behind any rate, losing keys (SYN_DROPPED)."""
     if "\n" in text.rstrip("\n"):
         raise CaseFailure("_type: one line at a time")
     base = len(_term_text(g))
-    b.ctl("input", f"type:{text}")
-    want = text.rstrip("\n")
     end = time.monotonic() + ctx.deadline.left(30)
-    while want not in _term_text(g)[base:]:
-        if time.monotonic() > end:
-            raise CaseFailure(f"the terminal echoed {_term_text(g)[base:][-80:]!r} of {want!r} within 30s")
-        time.sleep(0.05)
+    for i in range(0, len(text), TYPE_CHUNK):
+        b.ctl("input", f"type:{text[i:i + TYPE_CHUNK]}")
+        want = text[:i + TYPE_CHUNK].rstrip("\n")
+        while want not in _term_text(g)[base:]:
+            if time.monotonic() > end:
+                raise CaseFailure(f"the terminal echoed {_term_text(g)[base:][-80:]!r} of {want!r} within 30s")
+            time.sleep(0.05)
 
 
 def _point_only_in(r, other, scanout):
