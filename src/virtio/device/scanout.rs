@@ -112,9 +112,15 @@ impl Gpu {
         let r = Rect::from(cmd.r);
         debug!(resource_id, ?r, "RESOURCE_FLUSH");
         let res = self.resources.get(&resource_id).ok_or(GuestError::UnknownResource)?;
-        let Some(rect) = r.clip(res.width, res.height) else {
+        // As QEMU's virtio-gpu (virtio_gpu_resource_flush): a rectangle reaching outside the
+        // resource, or whose right or bottom edge overflows, is an invalid parameter.
+        if !r.fits_in(res.width, res.height) {
+            return Err(GuestError::RectOutOfBounds.into());
+        }
+        if r.is_empty() {
             return Ok(Reply::NoData);
-        };
+        }
+        let rect = r;
         for s in self.scanouts.iter_mut().filter(|s| s.resource_id == resource_id) {
             s.flush_count = s.flush_count.wrapping_add(1);
         }

@@ -81,12 +81,15 @@ fn set_scanout_and_flush() {
             GpuEvent::ScanoutSet { scanout_id: 1, resource_id: 1, rect: Rect::new(50, 10, 50, 40) },
         ]
     );
-    // Flush: clipped to the resource, counted on both scanouts.
-    ok(&mut g, &mem, &cmd_flush(1, rect(90, 40, 1000, u32::MAX)));
+    // Flush: within the resource, counted on both scanouts.
+    ok(&mut g, &mem, &cmd_flush(1, rect(90, 40, 10, 10)));
     ok(&mut g, &mem, &cmd_flush(1, rect(0, 0, 100, 50)));
-    // Entirely outside: nothing to show.
-    ok(&mut g, &mem, &cmd_flush(1, rect(100, 0, 5, 5)));
-    ok(&mut g, &mem, &cmd_flush(1, rect(u32::MAX, u32::MAX, u32::MAX, u32::MAX)));
+    // Reaching outside, or wrapping a u32 (as QEMU: an invalid parameter); empty: nothing.
+    for r in [rect(90, 40, 1000, u32::MAX), rect(100, 0, 5, 5), rect(0, 1, 100, 50), rect(u32::MAX, 0, 2, 1)] {
+        assert_eq!(e(&mut g, cmd_flush(1, r)), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "{r:?}");
+    }
+    assert_eq!(e(&mut g, cmd_flush(1, rect(0, u32::MAX, 1, 2))), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+    ok(&mut g, &mem, &cmd_flush(1, rect(100, 50, 0, 0)));
     assert_eq!(e(&mut g, cmd_flush(7, rect(0, 0, 1, 1))), VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID);
     let ev: Vec<_> = g.drain_events().collect();
     assert_eq!(
