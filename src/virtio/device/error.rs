@@ -71,9 +71,7 @@ impl From<&Error3d> for GuestError {
         match e {
             Error3d::Resource(_) => GuestError::UnknownResource,
             Error3d::Context(_) => GuestError::InvalidContext,
-            Error3d::Capset(_) | Error3d::Backing | Error3d::NoBacking | Error3d::Stream(_) | Error3d::Refused(_) => {
-                GuestError::Invalid3d
-            }
+            Error3d::Capset(_) | Error3d::NoBacking | Error3d::Stream(_) | Error3d::Refused(_) => GuestError::Invalid3d,
             Error3d::Renderer(_) => GuestError::Renderer3d,
         }
     }
@@ -170,7 +168,7 @@ pub(super) enum Reply {
     Capset(Vec<u8>),
 }
 
-/// A fenced command's response, held until virglrenderer retires its fence.
+/// A fenced command's response, held until the renderer retires its fence.
 #[derive(Debug)]
 pub(super) struct PendingReply {
     pub(super) head: u16,

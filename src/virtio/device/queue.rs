@@ -1,12 +1,12 @@
 //! Queue processing: descriptor chains popped from the ctrl and cursor queues, requests
 //! gathered from guest memory, responses written back (5.7.6.7), and fenced responses
-//! released when virglrenderer retires their fences.
+//! released when the 3D renderer retires their fences.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Gpu {
-    /// Number of fenced responses waiting for virglrenderer.
+    /// Number of fenced responses waiting for the 3D renderer's fences.
     pub fn pending_fences(&self) -> usize {
         self.pending.len()
     }
