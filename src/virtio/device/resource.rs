@@ -255,12 +255,17 @@ impl Gpu {
         let cmd: ResourceDetachBacking = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let resource = self.resources.get_mut(&id).ok_or(GuestError::UnknownResource)?;
-        let backing = resource.backing.take().ok_or(GuestError::NoBacking)?;
+        if resource.backing.is_none() {
+            return Err(GuestError::NoBacking.into());
+        }
+        // The renderer first: if it fails it still holds the backing, so the device keeps it
+        // (and its charge) too.
         if resource.is_3d()
             && let Some(r) = self.renderer.as_mut()
         {
             r.detach_backing(id)?;
         }
+        let backing = resource.backing.take().ok_or(GuestError::NoBacking)?;
         self.uncharge((backing.entries().len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
         Ok(Reply::NoData)
     }

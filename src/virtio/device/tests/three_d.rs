@@ -453,3 +453,20 @@ fn reset_drops_pending_responses_and_fences_stay_harmless() {
     assert!(!g.retire_fences(&fake.retire_all(), &mut d.queue, &mem));
     assert_eq!(d.used().len(), 1);
 }
+
+// ------------------------------------------------ device-model bugs the fake found
+
+#[test]
+fn failed_detach_keeps_backing_and_accounting() {
+    let (mut g, fake, mem) = with_ctx_and_texture();
+    ok(&mut g, &mem, &cmd_attach(5, &[(DATA_START, 64)]));
+    fake.fail(Method::DetachBacking, Failure::Renderer);
+    assert_eq!(exec(&mut g, &mem, &cmd_detach(5)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+    // The renderer still holds the backing, so the device does too, and still charges it.
+    assert!(fake.state().resources[&5].backing.is_some());
+    assert!(g.resource(5).unwrap().backing.is_some());
+    assert_eq!(g.host_memory_used(), g.resources().map(|(_, r)| r.host_memory()).sum::<u64>());
+    ok(&mut g, &mem, &cmd_detach(5));
+    ok(&mut g, &mem, &cmd_unref(5));
+    assert_eq!(g.host_memory_used(), 0);
+}
