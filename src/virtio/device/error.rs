@@ -168,13 +168,22 @@ pub(super) enum Reply {
     Capset(Vec<u8>),
 }
 
-/// A fenced command's response, held until the renderer retires its fence.
+/// What a held response waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// The host fence created after its command.
+    Fence(HostFence),
+    /// Every response held before it (no fence could be created for it).
+    Earlier,
+}
+
+/// A fenced command's response, held until what it waits for is done.
 #[derive(Debug)]
 pub(super) struct PendingReply {
     pub(super) head: u16,
     pub(super) writable: Vec<(GuestAddress, u32)>,
     pub(super) response: Vec<u8>,
-    pub(super) fence: HostFence,
+    pub(super) wait: Wait,
 }
 
 /// Builds the response bytes: `body` with its header's type set to `ty` and

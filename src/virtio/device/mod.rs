@@ -59,7 +59,7 @@ mod three_d;
 
 pub use super::backing::{Backing, BackingEntry};
 pub use cursor::CursorImage;
-use error::{CommandError, GuestError, PendingReply, Reply, response_bytes};
+use error::{CommandError, GuestError, PendingReply, Reply, Wait, response_bytes};
 use queue::zeroed;
 pub use rect::Rect;
 pub use resource::{Resource, ResourceKind};
@@ -200,8 +200,8 @@ pub struct Gpu {
     warned: u64,
     /// The 3D renderer of this guest; `None` for a 2D-only device.
     renderer: Option<Box<dyn Renderer3d>>,
-    /// Fence created by the command being handled: its response is deferred.
-    deferred: Option<HostFence>,
+    /// What the response of the command being handled waits for (fenced commands, 3D on).
+    deferred: Option<Wait>,
     /// Deferred responses, in submission order.
     pending: VecDeque<PendingReply>,
 }
@@ -395,7 +395,9 @@ impl Gpu {
             _ => Err(GuestError::UnsupportedCommand.into()),
         };
         let req = Some(&hdr);
-        if result.is_ok() {
+        // Failed commands are fenced too: their response carries the fence id as well. Cursor
+        // queue chains are never held: held responses go to the control queue's used ring.
+        if kind == QueueKind::Control {
             self.fence_3d(&hdr);
         }
         match result {

@@ -37,18 +37,26 @@ impl Gpu {
 
     /// With 3D on, a fenced command's response waits for a renderer
     /// fence created now, after the command (5.7.6.7: the fence completes when
-    /// the command and everything before it on its ring is done). 2D-only
-    /// devices answer fenced commands at once: their work is already done.
+    /// the command and everything before it on its ring is done), whether the
+    /// command succeeded or not: a guest takes a response's fence id to mean
+    /// that every earlier fence of its timeline is done too (Linux's
+    /// `virtio_gpu_fence_event_process`), so no fenced response may overtake a
+    /// held one. Without a fence it waits for every response held before it.
+    /// 2D-only devices answer fenced commands at once: their work is already done.
     pub(super) fn fence_3d(&mut self, hdr: &CtrlHdr) {
         let flags = hdr.flags.to_native();
         if flags & VIRTIO_GPU_FLAG_FENCE == 0 {
             return;
         }
         let Some(renderer) = self.renderer.as_mut() else { return };
+        let ctx = hdr.ctx_id.to_native();
         let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
-        match renderer.create_fence(hdr.ctx_id.to_native(), ring) {
-            Ok(fence) => self.deferred = Some(fence),
-            Err(e) => self.guest_error(hdr.type_.to_native(), e),
+        match renderer.create_fence(ctx, ring) {
+            Ok(fence) => self.deferred = Some(Wait::Fence(fence)),
+            Err(e) => {
+                self.deferred = (!self.pending.is_empty()).then_some(Wait::Earlier);
+                self.guest_error(hdr.type_.to_native(), e);
+            }
         }
     }
 

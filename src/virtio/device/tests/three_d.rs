@@ -470,3 +470,65 @@ fn failed_detach_keeps_backing_and_accounting() {
     ok(&mut g, &mem, &cmd_unref(5));
     assert_eq!(g.host_memory_used(), 0);
 }
+
+#[test]
+fn a_failed_fenced_command_does_not_overtake_earlier_fences() {
+    let mem = new_mem();
+    let mut d = Driver::new(&mem);
+    let (mut g, fake) = gpu3d();
+    d.request(&cmd_ctx_create(1, 2, "f"), 24);
+    d.request(&fenced(cmd_submit(1, &[0], None), 1, None), 24);
+    // Fails (unknown context): its response carries fence 2, which to Linux means fence 1 is
+    // done too, so it must wait behind fence 1.
+    let r2 = d.request(&fenced(cmd_submit(9, &[0], None), 2, None), 24);
+    g.process_ctrl_queue(&mut d.queue, &mem);
+    assert_eq!(d.used(), vec![(0, 24)], "the failed fenced command went out before fence 1");
+    g.retire_fences(&fake.retire_all(), &mut d.queue, &mem);
+    assert_eq!(d.used(), vec![(0, 24), (2, 24), (4, 24)]);
+    let h = resp_at(&d, r2.0);
+    assert_eq!((h.type_.to_native(), h.fence_id.to_native()), (VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID, 2));
+    // The fence cannot be created (unknown context for a ring fence, or the renderer failing):
+    // held behind the newest pending response instead.
+    d.request(&fenced(cmd_submit(1, &[0], None), 3, None), 24);
+    d.request(&fenced(cmd_submit(9, &[0], None), 4, Some(0)), 24);
+    g.process_ctrl_queue(&mut d.queue, &mem);
+    fake.fail(Method::CreateFence, Failure::Renderer);
+    d.request(&fenced(cmd_display_info(), 5, None), 408);
+    g.process_ctrl_queue(&mut d.queue, &mem);
+    assert_eq!(d.used().len(), 3);
+    assert_eq!(g.pending_fences(), 3);
+    g.retire_fences(&fake.retire_all(), &mut d.queue, &mem);
+    assert_eq!(d.used()[3..], [(6, 24), (8, 24), (10, 408)]);
+    // With nothing pending, answered at once.
+    fake.fail(Method::CreateFence, Failure::Renderer);
+    d.request(&fenced(cmd_display_info(), 6, None), 408);
+    g.process_ctrl_queue(&mut d.queue, &mem);
+    assert_eq!(d.used().len(), 7);
+}
+
+#[test]
+fn fenced_cursor_commands_are_answered_on_the_cursor_queue() {
+    let mem = new_mem();
+    let mut d = Driver::new(&mem);
+    let (mut g, fake) = gpu3d();
+    let mv = cmd_cursor(VIRTIO_GPU_CMD_MOVE_CURSOR, 0, 0, 1, 2, (0, 0));
+    d.request(&fenced(mv, 1, None), 24);
+    assert!(g.process_cursor_queue(&mut d.queue, &mem));
+    assert_eq!(d.used(), vec![(0, 24)]);
+    assert_eq!(g.pending_fences(), 0, "a cursor-queue chain waits to go to the control queue's used ring");
+    assert!(fake.state().fences.is_empty());
+}
+
+#[test]
+fn a_fence_of_a_request_handled_outside_a_chain_does_not_stick_to_the_next_chain() {
+    let mem = new_mem();
+    let mut d = Driver::new(&mem);
+    let (mut g, _fake) = gpu3d();
+    ok(&mut g, &mem, &cmd_ctx_create(1, 2, "f"));
+    let resp = g.handle_request(QueueKind::Control, &fenced(cmd_submit(1, &[0], None), 1, None), &mem);
+    assert_eq!(resp_type(&resp), VIRTIO_GPU_RESP_OK_NODATA);
+    d.request(&cmd_display_info(), 408);
+    g.process_ctrl_queue(&mut d.queue, &mem);
+    assert_eq!(d.used(), vec![(0, 408)]);
+    assert_eq!(g.pending_fences(), 0);
+}
