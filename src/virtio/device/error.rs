@@ -171,8 +171,9 @@ pub(super) enum Reply {
 /// What a held response waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Wait {
-    /// The host fence created after its command.
-    Fence(HostFence),
+    /// The host fence created after its command; `ctx` is the command's guest context (a ring
+    /// fence dies with it).
+    Fence { fence: HostFence, ctx: u32 },
     /// Every response held before it (no fence could be created for it).
     Earlier,
 }

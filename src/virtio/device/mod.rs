@@ -370,12 +370,7 @@ impl Gpu {
             (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET_INFO) => self.get_capset_info(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET) => self.get_capset(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_CTX_CREATE) => self.ctx_create(request),
-            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => match self.renderer_mut() {
-                Ok(renderer) => {
-                    renderer.context_destroy(hdr.ctx_id.to_native()).map(|()| Reply::NoData).map_err(Into::into)
-                }
-                Err(e) => Err(e.into()),
-            },
+            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => self.ctx_destroy(hdr.ctx_id.to_native()),
             (QueueKind::Control, VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE | VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE) => {
                 self.ctx_attach_resource(request, ty == VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE)
             }

@@ -20,7 +20,7 @@ impl Gpu {
         let mut still = VecDeque::with_capacity(self.pending.len());
         while let Some(p) = self.pending.pop_front() {
             let done = match p.wait {
-                Wait::Fence(fence) => retired.iter().any(|f| fence.retired_by(f)),
+                Wait::Fence { fence, .. } => retired.iter().any(|f| fence.retired_by(f)),
                 Wait::Earlier => still.is_empty(),
             };
             if done {

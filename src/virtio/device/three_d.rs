@@ -52,12 +52,35 @@ impl Gpu {
         let ctx = hdr.ctx_id.to_native();
         let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
         match renderer.create_fence(ctx, ring) {
-            Ok(fence) => self.deferred = Some(Wait::Fence(fence)),
+            Ok(fence) => self.deferred = Some(Wait::Fence { fence, ctx }),
             Err(e) => {
                 self.deferred = (!self.pending.is_empty()).then_some(Wait::Earlier);
                 self.guest_error(hdr.type_.to_native(), e);
             }
         }
+    }
+
+    /// CTX_DESTROY. The renderer drops the unretired fences of the context's
+    /// rings (virglrenderer frees them), so the responses held for them wait
+    /// for a global fence created now instead (or, failing that, for the
+    /// responses before them).
+    pub(super) fn ctx_destroy(&mut self, ctx: u32) -> Result<Reply, CommandError> {
+        let renderer = self.renderer.as_mut().ok_or(GuestError::UnsupportedCommand)?;
+        renderer.context_destroy(ctx)?;
+        let orphaned = |w: &Wait| matches!(*w, Wait::Fence { fence: HostFence::Context { .. }, ctx: c } if c == ctx);
+        if self.pending.iter().any(|p| orphaned(&p.wait)) {
+            let wait = match renderer.create_fence(0, None) {
+                Ok(fence) => Wait::Fence { fence, ctx: 0 },
+                Err(e) => {
+                    self.guest_error(VIRTIO_GPU_CMD_CTX_DESTROY, e);
+                    Wait::Earlier
+                }
+            };
+            for p in self.pending.iter_mut().filter(|p| orphaned(&p.wait)) {
+                p.wait = wait;
+            }
+        }
+        Ok(Reply::NoData)
     }
 
     pub(super) fn get_capset_info(&mut self, request: &[u8]) -> Result<Reply, CommandError> {

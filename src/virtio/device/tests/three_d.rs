@@ -520,6 +520,26 @@ fn fenced_cursor_commands_are_answered_on_the_cursor_queue() {
 }
 
 #[test]
+fn responses_fenced_on_a_destroyed_context_are_answered() {
+    let mem = new_mem();
+    let mut d = Driver::new(&mem);
+    let (mut g, fake) = gpu3d();
+    d.request(&cmd_ctx_create(1, 2, "f"), 24);
+    d.request(&cmd_ctx_create(2, 2, "g"), 24);
+    let r = d.request(&fenced(cmd_submit(1, &[0], None), 7, Some(0)), 24);
+    d.request(&fenced(cmd_submit(2, &[0], None), 8, Some(0)), 24);
+    d.request(&cmd_ctx_destroy(1), 24);
+    g.process_ctrl_queue(&mut d.queue, &mem);
+    assert_eq!(d.used().len(), 3);
+    // virglrenderer dropped context 1's fence; the response waits for something that retires.
+    g.retire_fences(&fake.retire_all(), &mut d.queue, &mem);
+    assert_eq!(d.used().len(), 5, "the response fenced on the destroyed context is lost");
+    let h = resp_at(&d, r.0);
+    assert_eq!((h.type_.to_native(), h.fence_id.to_native(), h.ring_idx), (VIRTIO_GPU_RESP_OK_NODATA, 7, 0));
+    assert_eq!(g.pending_fences(), 0);
+}
+
+#[test]
 fn a_fence_of_a_request_handled_outside_a_chain_does_not_stick_to_the_next_chain() {
     let mem = new_mem();
     let mut d = Driver::new(&mem);
