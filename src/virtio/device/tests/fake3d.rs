@@ -162,6 +162,11 @@ impl Fake3d {
         self.0.borrow_mut().fail.insert(method, failure);
     }
 
+    /// Forget the failures told and not happened yet.
+    pub(super) fn clear_failures(&self) {
+        self.0.borrow_mut().fail.clear();
+    }
+
     /// The calls so far, and forget them.
     pub(super) fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.0.borrow_mut().calls)

@@ -5,6 +5,7 @@
 mod display;
 mod fake3d;
 mod props;
+mod props3d;
 mod queue;
 mod requests;
 mod resources;
