@@ -117,8 +117,8 @@ fn two_guests_share_one_virglrenderer_without_touching_each_other() {
 
     let config = |name: &str| GpuConfig { name: name.into(), ..GpuConfig::default() };
     let (mut a, mut b) = (Gpu::new(config("a")), Gpu::new(config("b")));
-    a.enable_3d(Virgl3d::new(Rc::clone(&shared)));
-    b.enable_3d(Virgl3d::new(Rc::clone(&shared)));
+    a.enable_3d(Box::new(Virgl3d::new(Rc::clone(&shared))));
+    b.enable_3d(Box::new(Virgl3d::new(Rc::clone(&shared))));
     assert_ne!(a.device_features() & (1 << VIRTIO_GPU_F_VIRGL), 0);
     let mem_a = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let mem_b = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();

@@ -158,7 +158,7 @@ fn attach(state: &mut State, request: AttachRequest, vmm: UnixStream, conn: &Uni
         match (&state.comp.virgl, request.virgl) {
             (Some(shared), true) => {
                 if !gpu.has_3d() {
-                    gpu.enable_3d(Virgl3d::new(shared.clone()));
+                    gpu.enable_3d(Box::new(Virgl3d::new(shared.clone())));
                 }
             }
             _ => gpu.disable_3d(),

@@ -86,7 +86,7 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
         let index = guests::add_guest(&mut state, spec, config)?;
         if let (Some(shared), Some(guest), false) = (state.comp.virgl.clone(), state.comp.guests.get(index), spec.no_3d)
         {
-            lock(&guest.device).gpu_mut().enable_3d(Virgl3d::new(shared));
+            lock(&guest.device).gpu_mut().enable_3d(Box::new(Virgl3d::new(shared)));
         }
     }
 

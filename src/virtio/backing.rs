@@ -1,8 +1,8 @@
 //! A resource's guest backing: validated guest-physical ranges (RESOURCE_ATTACH_BACKING,
-//! 5.7.6.8), read by gathering across them; never mapped. Shared by the device model and the
-//! 3D renderer (`virgl3d`), which attaches the same ranges to virglrenderer.
+//! 5.7.6.8), read by gathering across them; never mapped by the device. A 3D resource's backing
+//! goes to the renderer as host iovecs ([`Backing::host_iovecs`]).
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 /// Why a backing read failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +57,22 @@ impl Backing {
     /// Whether the backing has no bytes at all.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Host iovecs of the ranges in `mem`, in backing order, split where a range crosses memory
+    /// regions (the lengths sum to [`Backing::len`]); for a 3D renderer's
+    /// `Renderer3d::attach_backing`. `None` if a range is not (read-write) guest memory.
+    pub fn host_iovecs<M: GuestMemory>(&self, mem: &M) -> Option<Vec<libc::iovec>> {
+        let mut iov = Vec::new();
+        iov.try_reserve_exact(self.entries.len()).ok()?;
+        for e in &self.entries {
+            let len = usize::try_from(e.len).ok()?;
+            for slice in mem.get_slices(GuestAddress(e.addr), len, Permissions::ReadWrite).ok()? {
+                let slice = slice.ok()?;
+                iov.push(libc::iovec { iov_base: slice.ptr_guard_mut().as_ptr().cast(), iov_len: slice.len() });
+            }
+        }
+        Some(iov)
     }
 
     /// Copies `dst.len()` bytes starting at backing offset `offset` out of

@@ -7,6 +7,8 @@
 //! inside `SUBMIT_3D` streams are rewritten ([`super::virgl_stream`]), and a stream that names a
 //! resource this guest does not own is rejected before virglrenderer sees it. Fence ids are
 //! host-allocated too; the device model maps retired host fences back to guest responses.
+//!
+//! [`Virgl3d`] is scanway's [`Renderer3d`]: the device model sees it only through that trait.
 
 use std::{
     cell::Cell,
@@ -14,13 +16,11 @@ use std::{
     rc::Rc,
 };
 
-use vm_memory::{GuestAddress, GuestMemory, Permissions};
-
 use super::{
-    backing::BackingEntry,
-    virgl_stream::{self, StreamError},
+    renderer3d::{CapsetInfo, Error3d, HostFence, Renderer3d, Transfer3d},
+    virgl_stream,
 };
-use crate::renderer::virgl::{Box3d, ResourceCreate3d, ResourceInfo, Transfer, Virgl, VirglError};
+use crate::renderer::virgl::{ResourceCreate3d, ResourceInfo, Transfer, Virgl};
 
 /// The virglrenderer instance and the host id allocators, shared by every guest's [`Virgl3d`].
 pub struct VirglShared {
@@ -55,59 +55,12 @@ impl VirglShared {
     }
 }
 
-/// Why a 3D command failed, with the renderer's or the stream parser's error it came from; the
-/// device model turns it into a `VIRTIO_GPU_RESP_ERR_*` (`GuestError`) and logs it with its
-/// cause.
-#[derive(Debug, thiserror::Error)]
-pub enum Error3d {
-    /// Unknown or duplicate guest resource id (`ERR_INVALID_RESOURCE_ID`).
-    #[error("unknown or duplicate 3D resource id {0}")]
-    Resource(u32),
-    /// Unknown or duplicate guest context id, or context 0 (`ERR_INVALID_CONTEXT_ID`).
-    #[error("unknown or duplicate context id {0}")]
-    Context(u32),
-    /// `CTX_CREATE` with a capset that is not virgl's (`ERR_INVALID_PARAMETER`).
-    #[error("capset {0} is not VIRGL or VIRGL2")]
-    Capset(u32),
-    /// A backing entry outside guest memory (`ERR_INVALID_PARAMETER`).
-    #[error("backing outside guest memory")]
-    Backing,
-    /// A transfer to or from a resource without backing (`ERR_INVALID_PARAMETER`).
-    #[error("transfer with a resource that has no backing")]
-    NoBacking,
-    /// The `SUBMIT_3D` stream did not parse (`ERR_INVALID_PARAMETER`).
-    #[error("SUBMIT_3D stream refused")]
-    Stream(#[source] StreamError),
-    /// virglrenderer refused the guest's arguments (`ERR_INVALID_PARAMETER`).
-    #[error("virglrenderer refused the arguments")]
-    Refused(#[source] VirglError),
-    /// virglrenderer failed (`ERR_UNSPEC`).
-    #[error("virglrenderer failed")]
-    Renderer(#[source] VirglError),
-}
-
 /// A 3D resource of this guest.
 #[derive(Debug)]
 struct Resource3d {
     host: u32,
     /// Whether guest memory is attached (virglrenderer holds pointers into it).
     backed: bool,
-}
-
-/// A fence created on the host for a guest's fenced command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostFence {
-    /// A global fence (`virgl_renderer_create_fence`): retires in creation order.
-    Global(u32),
-    /// A context fence on (host context, ring): retires in order on that ring.
-    Context {
-        /// Host context id (virglrenderer's).
-        ctx: u32,
-        /// The context's fence ring (`VIRTIO_GPU_FLAG_INFO_RING_IDX`).
-        ring: u32,
-        /// The guest's fence id, echoed in the response.
-        id: u64,
-    },
 }
 
 /// One guest's 3D state.
@@ -130,24 +83,37 @@ impl Virgl3d {
         &self.shared.virgl
     }
 
-    /// `(capset id, max version, max size in bytes)` of capset `index` (0: VIRGL, 1: VIRGL2).
-    pub fn capset_info(&self, index: u32) -> Option<(u32, u32, u32)> {
+    /// Host id of guest context `ctx`.
+    pub fn host_context(&self, ctx: u32) -> Option<u32> {
+        self.contexts.get(&ctx).copied()
+    }
+
+    /// Host id of guest 3D resource `res`.
+    pub fn host_resource(&self, res: u32) -> Option<u32> {
+        self.resources.get(&res).map(|r| r.host)
+    }
+}
+
+/// The trait's docs say what each command does; notes here are virglrenderer's part.
+impl Renderer3d for Virgl3d {
+    /// VIRGL and VIRGL2.
+    fn num_capsets(&self) -> u32 {
+        2
+    }
+
+    /// Index 0: VIRGL, 1: VIRGL2, as virglrenderer reports them.
+    fn capset_info(&self, index: u32) -> Option<CapsetInfo> {
         let id = match index {
             0 => crate::renderer::virgl::CAPSET_VIRGL,
             1 => crate::renderer::virgl::CAPSET_VIRGL2,
             _ => return None,
         };
-        let (version, size) = self.virgl().capset_info(id);
-        Some((id, version, size))
+        let (max_version, max_size) = self.virgl().capset_info(id);
+        Some(CapsetInfo { id, max_version, max_size })
     }
 
-    /// Number of capsets offered (`num_capsets` of the config space).
-    pub fn num_capsets(&self) -> u32 {
-        2
-    }
-
-    /// The capset bytes of `id` at `version`, zero-filled to the capset's size.
-    pub fn capset(&self, id: u32, version: u32) -> Option<Vec<u8>> {
+    /// Zero-filled to the capset's size; at most 64 KiB.
+    fn capset(&self, id: u32, version: u32) -> Option<Vec<u8>> {
         let (max_version, size) = match id {
             crate::renderer::virgl::CAPSET_VIRGL | crate::renderer::virgl::CAPSET_VIRGL2 => {
                 self.virgl().capset_info(id)
@@ -162,18 +128,8 @@ impl Virgl3d {
         Some(out)
     }
 
-    /// Host id of guest context `ctx`.
-    pub fn host_context(&self, ctx: u32) -> Option<u32> {
-        self.contexts.get(&ctx).copied()
-    }
-
-    /// Host id of guest 3D resource `res`.
-    pub fn host_resource(&self, res: u32) -> Option<u32> {
-        self.resources.get(&res).map(|r| r.host)
-    }
-
-    /// `CTX_CREATE`: guest context `ctx` with capset `capset` (0: the default, VIRGL2).
-    pub fn context_create(&mut self, ctx: u32, capset: u32, name: &str) -> Result<(), Error3d> {
+    /// Capset 0 is VIRGL2 to virglrenderer.
+    fn context_create(&mut self, ctx: u32, capset: u32, name: &str) -> Result<(), Error3d> {
         if ctx == 0 || self.contexts.contains_key(&ctx) {
             return Err(Error3d::Context(ctx));
         }
@@ -186,16 +142,14 @@ impl Virgl3d {
         Ok(())
     }
 
-    /// `CTX_DESTROY`.
-    pub fn context_destroy(&mut self, ctx: u32) -> Result<(), Error3d> {
+    fn context_destroy(&mut self, ctx: u32) -> Result<(), Error3d> {
         let host = self.contexts.remove(&ctx).ok_or(Error3d::Context(ctx))?;
         self.attached.retain(|&(c, _)| c != ctx);
         self.virgl().context_destroy(host);
         Ok(())
     }
 
-    /// `CTX_ATTACH_RESOURCE` / `CTX_DETACH_RESOURCE`.
-    pub fn context_attach(&mut self, ctx: u32, res: u32, attach: bool) -> Result<(), Error3d> {
+    fn context_attach(&mut self, ctx: u32, res: u32, attach: bool) -> Result<(), Error3d> {
         let host_ctx = self.host_context(ctx).ok_or(Error3d::Context(ctx))?;
         let host_res = self.host_resource(res).ok_or(Error3d::Resource(res))?;
         if attach {
@@ -208,8 +162,8 @@ impl Virgl3d {
         Ok(())
     }
 
-    /// `RESOURCE_CREATE_3D` of guest id `res` (the device model checked the id is unused).
-    pub fn resource_create(&mut self, res: u32, mut args: ResourceCreate3d) -> Result<(), Error3d> {
+    /// The host id comes from [`VirglShared`].
+    fn resource_create(&mut self, res: u32, mut args: ResourceCreate3d) -> Result<(), Error3d> {
         if res == 0 || self.resources.contains_key(&res) {
             return Err(Error3d::Resource(res));
         }
@@ -220,8 +174,7 @@ impl Virgl3d {
         Ok(())
     }
 
-    /// `RESOURCE_UNREF` of a 3D resource: detached from every context and freed.
-    pub fn resource_unref(&mut self, res: u32) -> Result<(), Error3d> {
+    fn resource_unref(&mut self, res: u32) -> Result<(), Error3d> {
         let r = self.resources.remove(&res).ok_or(Error3d::Resource(res))?;
         let contexts: Vec<u32> = self.attached.iter().filter(|&&(_, rr)| rr == res).map(|&(c, _)| c).collect();
         for ctx in contexts {
@@ -234,28 +187,18 @@ impl Virgl3d {
         Ok(())
     }
 
-    /// `RESOURCE_ATTACH_BACKING` of a 3D resource: hand virglrenderer the host addresses of the
-    /// (already validated) guest ranges. `mem` must stay mapped until [`Virgl3d::detach_backing`],
-    /// [`Virgl3d::resource_unref`] or [`Virgl3d::reset`].
-    pub fn attach_backing<M: GuestMemory>(
-        &mut self,
-        res: u32,
-        entries: &[BackingEntry],
-        mem: &M,
-    ) -> Result<(), Error3d> {
+    unsafe fn attach_backing(&mut self, res: u32, iov: &[libc::iovec]) -> Result<(), Error3d> {
         let host = self.host_resource(res).ok_or(Error3d::Resource(res))?;
-        let iov = iovecs(mem, entries).ok_or(Error3d::Backing)?;
-        // SAFETY: the iovecs point into guest memory mapped for the life of the connection; the
-        // device detaches them (reset) before the memory is unmapped.
-        unsafe { self.virgl().attach_iov(host, &iov) }.map_err(Error3d::Renderer)?;
+        // SAFETY: the caller promises what `attach_iov` asks (the trait's contract); the backing
+        // goes with `detach_backing`, `resource_unref` and `reset` (also run on drop).
+        unsafe { self.virgl().attach_iov(host, iov) }.map_err(Error3d::Renderer)?;
         if let Some(r) = self.resources.get_mut(&res) {
             r.backed = true;
         }
         Ok(())
     }
 
-    /// `RESOURCE_DETACH_BACKING` of a 3D resource.
-    pub fn detach_backing(&mut self, res: u32) -> Result<(), Error3d> {
+    fn detach_backing(&mut self, res: u32) -> Result<(), Error3d> {
         let r = self.resources.get_mut(&res).ok_or(Error3d::Resource(res))?;
         if r.backed {
             r.backed = false;
@@ -265,41 +208,36 @@ impl Virgl3d {
         Ok(())
     }
 
-    /// `TRANSFER_TO_HOST_3D` (`to_host`) or `TRANSFER_FROM_HOST_3D` between a resource and its
-    /// backing; `ctx` is the guest context of the header (0: none).
-    #[allow(clippy::too_many_arguments)]
-    pub fn transfer(
-        &self,
-        res: u32,
-        ctx: u32,
-        level: u32,
-        stride: u32,
-        layer_stride: u32,
-        bbox: Box3d,
-        offset: u64,
-        to_host: bool,
-    ) -> Result<(), Error3d> {
-        let r = self.resources.get(&res).ok_or(Error3d::Resource(res))?;
+    /// An unknown context transfers through virglrenderer's context 0.
+    fn transfer(&mut self, t: &Transfer3d) -> Result<(), Error3d> {
+        let r = self.resources.get(&t.resource).ok_or(Error3d::Resource(t.resource))?;
         if !r.backed {
             return Err(Error3d::NoBacking);
         }
-        let ctx_id = if ctx == 0 { 0 } else { self.host_context(ctx).unwrap_or(0) };
-        let t = Transfer { resource_id: r.host, ctx_id, level, stride, layer_stride, bbox, offset };
-        let result = if to_host { self.virgl().transfer_write(&t) } else { self.virgl().transfer_read(&t) };
+        let ctx_id = if t.ctx == 0 { 0 } else { self.host_context(t.ctx).unwrap_or(0) };
+        let vt = Transfer {
+            resource_id: r.host,
+            ctx_id,
+            level: t.level,
+            stride: t.stride,
+            layer_stride: t.layer_stride,
+            bbox: t.bbox,
+            offset: t.offset,
+        };
+        let result = if t.to_host { self.virgl().transfer_write(&vt) } else { self.virgl().transfer_read(&vt) };
         result.map_err(Error3d::Refused)
     }
 
-    /// `SUBMIT_3D`: rewrite the stream's resource handles to host ids (rejecting unknown opcodes
-    /// and resources this guest does not own) and execute it in the guest's context.
-    pub fn submit(&self, ctx: u32, stream: &mut [u32]) -> Result<(), Error3d> {
+    /// The stream's resource handles are rewritten to host ids first ([`virgl_stream`]): unknown
+    /// opcodes and resources this guest does not own are refused before virglrenderer sees them.
+    fn submit(&mut self, ctx: u32, stream: &mut [u32]) -> Result<(), Error3d> {
         let host_ctx = self.host_context(ctx).ok_or(Error3d::Context(ctx))?;
         virgl_stream::rewrite_resource_handles(stream, |guest| self.host_resource(guest)).map_err(Error3d::Stream)?;
         self.virgl().submit_cmd(host_ctx, stream).map_err(Error3d::Renderer)
     }
 
-    /// Create the host fence of a fenced command: on `(ctx, ring)` when the guest gave a ring
-    /// (`VIRTIO_GPU_FLAG_INFO_RING_IDX`), else a global one.
-    pub fn create_fence(&self, ctx: u32, ring: Option<u32>) -> Result<HostFence, Error3d> {
+    /// Fence ids come from [`VirglShared`] (one timeline shared by every guest).
+    fn create_fence(&mut self, ctx: u32, ring: Option<u32>) -> Result<HostFence, Error3d> {
         let id = VirglShared::alloc(&self.shared.next_fence);
         match ring {
             Some(ring) => {
@@ -314,13 +252,11 @@ impl Virgl3d {
         }
     }
 
-    /// The GL texture behind guest resource `res`, for zero-copy scanout.
-    pub fn resource_info(&self, res: u32) -> Option<ResourceInfo> {
+    fn resource_info(&self, res: u32) -> Option<ResourceInfo> {
         self.virgl().resource_info(self.host_resource(res)?)
     }
 
-    /// Destroy every context and resource of this guest (disconnect, device reset).
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         for (_, host) in self.contexts.drain() {
             self.shared.virgl.context_destroy(host);
         }
@@ -335,34 +271,6 @@ impl Drop for Virgl3d {
     fn drop(&mut self) {
         self.reset();
     }
-}
-
-impl HostFence {
-    /// Whether `retired` (a fence virglrenderer reported done) retires this one.
-    pub fn retired_by(&self, retired: &crate::renderer::virgl::Fence) -> bool {
-        match *self {
-            HostFence::Global(id) => {
-                // Global fences retire in order: everything up to the reported id is done.
-                retired.global && (retired.fence_id as u32).wrapping_sub(id) as i32 >= 0
-            }
-            HostFence::Context { ctx, ring, id } => {
-                !retired.global && retired.ctx_id == ctx && retired.ring_idx == ring && retired.fence_id >= id
-            }
-        }
-    }
-}
-
-/// Host iovecs of validated guest ranges, split where a range crosses memory regions.
-fn iovecs<M: GuestMemory>(mem: &M, entries: &[BackingEntry]) -> Option<Vec<libc::iovec>> {
-    let mut iov = Vec::with_capacity(entries.len());
-    for e in entries {
-        let len = usize::try_from(e.len).ok()?;
-        for slice in mem.get_slices(GuestAddress(e.addr), len, Permissions::ReadWrite).ok()? {
-            let slice = slice.ok()?;
-            iov.push(libc::iovec { iov_base: slice.ptr_guard_mut().as_ptr().cast(), iov_len: slice.len() });
-        }
-    }
-    Some(iov)
 }
 
 impl std::fmt::Debug for VirglShared {

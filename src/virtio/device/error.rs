@@ -71,9 +71,7 @@ impl From<&Error3d> for GuestError {
         match e {
             Error3d::Resource(_) => GuestError::UnknownResource,
             Error3d::Context(_) => GuestError::InvalidContext,
-            Error3d::Capset(_) | Error3d::Backing | Error3d::NoBacking | Error3d::Stream(_) | Error3d::Refused(_) => {
-                GuestError::Invalid3d
-            }
+            Error3d::Capset(_) | Error3d::NoBacking | Error3d::Stream(_) | Error3d::Refused(_) => GuestError::Invalid3d,
             Error3d::Renderer(_) => GuestError::Renderer3d,
         }
     }
@@ -170,13 +168,23 @@ pub(super) enum Reply {
     Capset(Vec<u8>),
 }
 
-/// A fenced command's response, held until virglrenderer retires its fence.
+/// What a held response waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// The host fence created after its command; `ctx` is the command's guest context (a ring
+    /// fence dies with it).
+    Fence { fence: HostFence, ctx: u32 },
+    /// Every response held before it (no fence could be created for it).
+    Earlier,
+}
+
+/// A fenced command's response, held until what it waits for is done.
 #[derive(Debug)]
 pub(super) struct PendingReply {
     pub(super) head: u16,
     pub(super) writable: Vec<(GuestAddress, u32)>,
     pub(super) response: Vec<u8>,
-    pub(super) fence: HostFence,
+    pub(super) wait: Wait,
 }
 
 /// Builds the response bytes: `body` with its header's type set to `ty` and

@@ -1,5 +1,5 @@
 //! The virtio-gpu device model (virtio spec 1.2, section 5.7.6): plain Rust, driven by
-//! descriptor chains in guest memory, with no GL and no sockets (3D goes to [`Virgl3d`]).
+//! descriptor chains in guest memory, with no GL and no sockets (3D goes to a [`Renderer3d`]).
 //!
 //! [`Gpu`] owns the host side state of one guest's GPU: the host copies of 2D
 //! resources, their guest backing (as guest-physical ranges, never mapped),
@@ -44,7 +44,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemory, Le32, Permissions}
 use super::edid;
 use super::format::Format;
 use super::protocol::*;
-use super::virgl3d::{Error3d, HostFence, Virgl3d};
+use super::renderer3d::{Error3d, HostFence, Renderer3d, Transfer3d};
 use crate::renderer::virgl::{Box3d, Fence, ResourceCreate3d as VirglCreate3d, ResourceInfo};
 
 mod cursor;
@@ -59,7 +59,7 @@ mod three_d;
 
 pub use super::backing::{Backing, BackingEntry};
 pub use cursor::CursorImage;
-use error::{CommandError, GuestError, PendingReply, Reply, response_bytes};
+use error::{CommandError, GuestError, PendingReply, Reply, Wait, response_bytes};
 use queue::zeroed;
 pub use rect::Rect;
 pub use resource::{Resource, ResourceKind};
@@ -198,10 +198,10 @@ pub struct Gpu {
     host_memory_used: u64,
     /// Bit `GuestError as u8` set once that error kind was warned about.
     warned: u64,
-    /// 3D (virgl) state; `None` for a 2D-only device.
-    virgl: Option<Virgl3d>,
-    /// Fence created by the command being handled: its response is deferred.
-    deferred: Option<HostFence>,
+    /// The 3D renderer of this guest; `None` for a 2D-only device.
+    renderer: Option<Box<dyn Renderer3d>>,
+    /// What the response of the command being handled waits for (fenced commands, 3D on).
+    deferred: Option<Wait>,
     /// Deferred responses, in submission order.
     pending: VecDeque<PendingReply>,
 }
@@ -230,7 +230,7 @@ impl Gpu {
             events: Vec::new(),
             host_memory_used: 0,
             warned: 0,
-            virgl: None,
+            renderer: None,
             deferred: None,
             pending: VecDeque::new(),
         }
@@ -246,7 +246,7 @@ impl Gpu {
     /// (`VIRTIO_F_VERSION_1`, ring features, ...) are the caller's business.
     pub fn device_features(&self) -> u64 {
         let mut features = 1 << VIRTIO_GPU_F_EDID;
-        if self.virgl.is_some() {
+        if self.renderer.is_some() {
             features |= (1 << VIRTIO_GPU_F_VIRGL) | (1 << VIRTIO_GPU_F_CONTEXT_INIT);
         }
         features
@@ -259,7 +259,7 @@ impl Gpu {
     pub fn config_space(&self) -> VirtioGpuConfig {
         VirtioGpuConfig {
             num_scanouts: self.num_scanouts().into(),
-            num_capsets: self.virgl.as_ref().map_or(0, Virgl3d::num_capsets).into(),
+            num_capsets: self.renderer.as_ref().map_or(0, |r| r.num_capsets()).into(),
             ..VirtioGpuConfig::default()
         }
     }
@@ -306,8 +306,8 @@ impl Gpu {
     /// `None`), and destroys every resource (`ResourceDestroyed`, by
     /// increasing id). Display modes are kept.
     pub fn reset(&mut self) {
-        if let Some(v) = self.virgl.as_mut() {
-            v.reset();
+        if let Some(r) = self.renderer.as_mut() {
+            r.reset();
         }
         self.pending.clear();
         self.deferred = None;
@@ -370,10 +370,7 @@ impl Gpu {
             (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET_INFO) => self.get_capset_info(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_GET_CAPSET) => self.get_capset(request),
             (QueueKind::Control, VIRTIO_GPU_CMD_CTX_CREATE) => self.ctx_create(request),
-            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => match self.virgl_mut() {
-                Ok(virgl) => virgl.context_destroy(hdr.ctx_id.to_native()).map(|()| Reply::NoData).map_err(Into::into),
-                Err(e) => Err(e.into()),
-            },
+            (QueueKind::Control, VIRTIO_GPU_CMD_CTX_DESTROY) => self.ctx_destroy(hdr.ctx_id.to_native()),
             (QueueKind::Control, VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE | VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE) => {
                 self.ctx_attach_resource(request, ty == VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE)
             }
@@ -393,7 +390,9 @@ impl Gpu {
             _ => Err(GuestError::UnsupportedCommand.into()),
         };
         let req = Some(&hdr);
-        if result.is_ok() {
+        // Failed commands are fenced too: their response carries the fence id as well. Cursor
+        // queue chains are never held: held responses go to the control queue's used ring.
+        if kind == QueueKind::Control {
             self.fence_3d(&hdr);
         }
         match result {

@@ -1,24 +1,29 @@
 //! Queue processing: descriptor chains popped from the ctrl and cursor queues, requests
 //! gathered from guest memory, responses written back (5.7.6.7), and fenced responses
-//! released when virglrenderer retires their fences.
+//! released when the 3D renderer retires their fences.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Gpu {
-    /// Number of fenced responses waiting for virglrenderer.
+    /// Number of fenced responses waiting for the 3D renderer's fences.
     pub fn pending_fences(&self) -> usize {
         self.pending.len()
     }
 
-    /// Answer every deferred response whose fence is among `retired` (in
-    /// submission order, which is fence order per ring) and add it to the
-    /// used ring of the control queue. Returns whether anything was added.
+    /// Answer every held response whose fence is among `retired` (in
+    /// submission order, which is fence order per ring), and those that wait
+    /// for the responses before them once these are answered, and add them to
+    /// the used ring of the control queue. Returns whether anything was added.
     pub fn retire_fences<M: GuestMemory>(&mut self, retired: &[Fence], queue: &mut Queue, mem: &M) -> bool {
         let mut added = false;
         let mut still = VecDeque::with_capacity(self.pending.len());
         while let Some(p) = self.pending.pop_front() {
-            if retired.iter().any(|f| p.fence.retired_by(f)) {
+            let done = match p.wait {
+                Wait::Fence { fence, .. } => retired.iter().any(|f| fence.retired_by(f)),
+                Wait::Earlier => still.is_empty(),
+            };
+            if done {
                 let len = self.write_response(QueueKind::Control, mem, &p.writable, &p.response);
                 match queue.add_used(mem, p.head, len) {
                     Ok(()) => added = true,
@@ -75,6 +80,8 @@ impl Gpu {
         chain: DescriptorChain<&M>,
         mem: &M,
     ) -> Option<u32> {
+        // A fence left by a request handled outside a chain (`handle_request`) is not this one's.
+        self.deferred = None;
         let mut readable: Vec<(GuestAddress, u32)> = Vec::new();
         let mut writable: Vec<(GuestAddress, u32)> = Vec::new();
         // The iterator is bounded by the queue size / indirect table length.
@@ -94,8 +101,8 @@ impl Gpu {
             }
         };
 
-        if let Some(fence) = self.deferred.take() {
-            self.pending.push_back(PendingReply { head, writable, response, fence });
+        if let Some(wait) = self.deferred.take() {
+            self.pending.push_back(PendingReply { head, writable, response, wait });
             return None;
         }
         Some(self.write_response(kind, mem, &writable, &response))

@@ -162,8 +162,8 @@ impl Gpu {
         let resource = self.resources.remove(&id).ok_or(GuestError::UnknownResource)?;
         self.uncharge(resource.host_memory());
         if resource.is_3d()
-            && let Some(v) = self.virgl.as_mut()
-            && let Err(e) = v.resource_unref(id)
+            && let Some(r) = self.renderer.as_mut()
+            && let Err(e) = r.resource_unref(id)
         {
             // the resource is gone from the guest's table either way; logged once per kind
             self.guest_error(VIRTIO_GPU_CMD_RESOURCE_UNREF, e);
@@ -228,16 +228,25 @@ impl Gpu {
             total = total.checked_add(u64::from(len)).ok_or(GuestError::BackingOutsideMemory)?;
         }
         entries.shrink_to_fit();
-        self.charge((entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES))?;
-        if is_3d
-            && let Some(v) = self.virgl.as_mut()
-            && let Err(e) = v.attach_backing(id, &entries, mem)
-        {
-            self.uncharge((entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
-            return Err(e.into());
+        let charge = (entries.len() as u64).saturating_mul(BACKING_ENTRY_BYTES);
+        self.charge(charge)?;
+        let backing = Backing::new(entries, total);
+        if is_3d && let Some(renderer) = self.renderer.as_mut() {
+            let attached = match backing.host_iovecs(mem) {
+                // SAFETY: the iovecs point into guest memory, which stays mapped until the device
+                // resets (the vhost backend keeps replaced memory tables until then); the device
+                // detaches them (DETACH_BACKING, UNREF, reset) before then, and never makes Rust
+                // references into backing memory (it reads it by copying).
+                Some(iov) => unsafe { renderer.attach_backing(id, &iov) }.map_err(CommandError::from),
+                None => Err(GuestError::BackingOutsideMemory.into()),
+            };
+            if let Err(e) = attached {
+                self.uncharge(charge);
+                return Err(e);
+            }
         }
         if let Some(resource) = self.resources.get_mut(&id) {
-            resource.backing = Some(Backing::new(entries, total));
+            resource.backing = Some(backing);
         }
         Ok(Reply::NoData)
     }
@@ -246,12 +255,17 @@ impl Gpu {
         let cmd: ResourceDetachBacking = read_struct(request).ok_or(GuestError::ShortRequest)?;
         let id = cmd.resource_id.to_native();
         let resource = self.resources.get_mut(&id).ok_or(GuestError::UnknownResource)?;
-        let backing = resource.backing.take().ok_or(GuestError::NoBacking)?;
-        if resource.is_3d()
-            && let Some(v) = self.virgl.as_mut()
-        {
-            v.detach_backing(id)?;
+        if resource.backing.is_none() {
+            return Err(GuestError::NoBacking.into());
         }
+        // The renderer first: if it fails it still holds the backing, so the device keeps it
+        // (and its charge) too.
+        if resource.is_3d()
+            && let Some(r) = self.renderer.as_mut()
+        {
+            r.detach_backing(id)?;
+        }
+        let backing = resource.backing.take().ok_or(GuestError::NoBacking)?;
         self.uncharge((backing.entries().len() as u64).saturating_mul(BACKING_ENTRY_BYTES));
         Ok(Reply::NoData)
     }
@@ -279,8 +293,8 @@ impl Gpu {
         if resource.is_3d() {
             // A 2D transfer into a virgl resource: virglrenderer copies from the backing.
             let bbox = Box3d { x: r.x, y: r.y, z: 0, w: r.width, h: r.height, d: 1 };
-            let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
-            virgl.transfer(id, 0, 0, 0, 0, bbox, offset, true)?;
+            let renderer = self.renderer.as_mut().ok_or(GuestError::UnsupportedCommand)?;
+            renderer.transfer(&Transfer3d { resource: id, bbox, offset, to_host: true, ..Transfer3d::default() })?;
             return Ok(Reply::NoData);
         }
         if r.is_empty() {

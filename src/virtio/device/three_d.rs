@@ -1,71 +1,105 @@
 //! 3D (virgl) dispatch: capsets, contexts, 3D resources, transfers and SUBMIT_3D
-//! (5.7.6.9), executed by [`Virgl3d`] and fenced through virglrenderer.
+//! (5.7.6.9), executed and fenced by the guest's [`Renderer3d`].
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Gpu {
     /// Turn on 3D: offer `VIRTIO_GPU_F_VIRGL` and `VIRTIO_GPU_F_CONTEXT_INIT`
-    /// and execute the 3D commands through `virgl`. Call before a driver
-    /// negotiates features.
-    pub fn enable_3d(&mut self, virgl: Virgl3d) {
-        self.virgl = Some(virgl);
+    /// and execute the 3D commands through `renderer` (scanway's runs virglrenderer; the
+    /// tests' is a fake). Call before a driver negotiates features.
+    pub fn enable_3d(&mut self, renderer: Box<dyn Renderer3d>) {
+        self.renderer = Some(renderer);
     }
 
     /// Offer no 3D from now on (for a device with no VMM attached: its 3D resources and
-    /// contexts, if any, go with the virgl state).
+    /// contexts, if any, go with the renderer).
     pub fn disable_3d(&mut self) {
-        self.virgl = None;
+        self.renderer = None;
     }
 
     /// Whether 3D is on.
     pub fn has_3d(&self) -> bool {
-        self.virgl.is_some()
+        self.renderer.is_some()
     }
 
     /// The GL texture of 3D resource `resource_id` (zero-copy scanout).
     pub fn virgl_texture(&self, resource_id: u32) -> Option<ResourceInfo> {
-        self.virgl.as_ref()?.resource_info(resource_id)
+        self.renderer.as_ref()?.resource_info(resource_id)
     }
 
-    pub(super) fn virgl_mut(&mut self) -> Result<&mut Virgl3d, GuestError> {
-        self.virgl.as_mut().ok_or(GuestError::UnsupportedCommand)
+    pub(super) fn renderer_mut(&mut self) -> Result<&mut dyn Renderer3d, GuestError> {
+        match self.renderer.as_mut() {
+            Some(r) => Ok(r.as_mut()),
+            None => Err(GuestError::UnsupportedCommand),
+        }
     }
 
-    /// With 3D on, a fenced command's response waits for a virglrenderer
+    /// With 3D on, a fenced command's response waits for a renderer
     /// fence created now, after the command (5.7.6.7: the fence completes when
-    /// the command and everything before it on its ring is done). 2D-only
-    /// devices answer fenced commands at once: their work is already done.
+    /// the command and everything before it on its ring is done), whether the
+    /// command succeeded or not: a guest takes a response's fence id to mean
+    /// that every earlier fence of its timeline is done too (Linux's
+    /// `virtio_gpu_fence_event_process`), so no fenced response may overtake a
+    /// held one. Without a fence it waits for every response held before it.
+    /// 2D-only devices answer fenced commands at once: their work is already done.
     pub(super) fn fence_3d(&mut self, hdr: &CtrlHdr) {
         let flags = hdr.flags.to_native();
         if flags & VIRTIO_GPU_FLAG_FENCE == 0 {
             return;
         }
-        let Some(virgl) = self.virgl.as_ref() else { return };
+        let Some(renderer) = self.renderer.as_mut() else { return };
+        let ctx = hdr.ctx_id.to_native();
         let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
-        match virgl.create_fence(hdr.ctx_id.to_native(), ring) {
-            Ok(fence) => self.deferred = Some(fence),
-            Err(e) => self.guest_error(hdr.type_.to_native(), e),
+        match renderer.create_fence(ctx, ring) {
+            Ok(fence) => self.deferred = Some(Wait::Fence { fence, ctx }),
+            Err(e) => {
+                self.deferred = (!self.pending.is_empty()).then_some(Wait::Earlier);
+                self.guest_error(hdr.type_.to_native(), e);
+            }
         }
+    }
+
+    /// CTX_DESTROY. The renderer drops the unretired fences of the context's
+    /// rings (virglrenderer frees them), so the responses held for them wait
+    /// for a global fence created now instead (or, failing that, for the
+    /// responses before them).
+    pub(super) fn ctx_destroy(&mut self, ctx: u32) -> Result<Reply, CommandError> {
+        let renderer = self.renderer.as_mut().ok_or(GuestError::UnsupportedCommand)?;
+        renderer.context_destroy(ctx)?;
+        let orphaned = |w: &Wait| matches!(*w, Wait::Fence { fence: HostFence::Context { .. }, ctx: c } if c == ctx);
+        if self.pending.iter().any(|p| orphaned(&p.wait)) {
+            let wait = match renderer.create_fence(0, None) {
+                Ok(fence) => Wait::Fence { fence, ctx: 0 },
+                Err(e) => {
+                    self.guest_error(VIRTIO_GPU_CMD_CTX_DESTROY, e);
+                    Wait::Earlier
+                }
+            };
+            for p in self.pending.iter_mut().filter(|p| orphaned(&p.wait)) {
+                p.wait = wait;
+            }
+        }
+        Ok(Reply::NoData)
     }
 
     pub(super) fn get_capset_info(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: GetCapsetInfo = read_struct(request).ok_or(GuestError::ShortRequest)?;
-        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
-        let (id, version, size) = virgl.capset_info(cmd.capset_index.to_native()).ok_or(GuestError::Invalid3d)?;
+        let renderer = self.renderer.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let info = renderer.capset_info(cmd.capset_index.to_native()).ok_or(GuestError::Invalid3d)?;
         Ok(Reply::CapsetInfo(RespCapsetInfo {
-            capset_id: id.into(),
-            capset_max_version: version.into(),
-            capset_max_size: size.into(),
+            capset_id: info.id.into(),
+            capset_max_version: info.max_version.into(),
+            capset_max_size: info.max_size.into(),
             ..RespCapsetInfo::default()
         }))
     }
 
     pub(super) fn get_capset(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: GetCapset = read_struct(request).ok_or(GuestError::ShortRequest)?;
-        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let renderer = self.renderer.as_ref().ok_or(GuestError::UnsupportedCommand)?;
         let caps =
-            virgl.capset(cmd.capset_id.to_native(), cmd.capset_version.to_native()).ok_or(GuestError::Invalid3d)?;
+            renderer.capset(cmd.capset_id.to_native(), cmd.capset_version.to_native()).ok_or(GuestError::Invalid3d)?;
         Ok(Reply::Capset(caps))
     }
 
@@ -76,13 +110,13 @@ impl Gpu {
         // context_init: the capset id in the low 8 bits (VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK).
         let capset = cmd.context_init.to_native() & 0xff;
         debug!(ctx = cmd.hdr.ctx_id.to_native(), capset, name, "CTX_CREATE");
-        self.virgl_mut()?.context_create(cmd.hdr.ctx_id.to_native(), capset, &name)?;
+        self.renderer_mut()?.context_create(cmd.hdr.ctx_id.to_native(), capset, &name)?;
         Ok(Reply::NoData)
     }
 
     pub(super) fn ctx_attach_resource(&mut self, request: &[u8], attach: bool) -> Result<Reply, CommandError> {
         let cmd: CtxResource = read_struct(request).ok_or(GuestError::ShortRequest)?;
-        if self.virgl.is_none() {
+        if self.renderer.is_none() {
             return Err(GuestError::UnsupportedCommand.into());
         }
         let id = cmd.resource_id.to_native();
@@ -91,7 +125,7 @@ impl Gpu {
             // A 2D resource lives in scanway's memory, not virglrenderer's: nothing to attach.
             return Ok(Reply::NoData);
         }
-        self.virgl_mut()?.context_attach(cmd.hdr.ctx_id.to_native(), id, attach)?;
+        self.renderer_mut()?.context_attach(cmd.hdr.ctx_id.to_native(), id, attach)?;
         Ok(Reply::NoData)
     }
 
@@ -101,7 +135,7 @@ impl Gpu {
         let (width, height) = (cmd.width.to_native(), cmd.height.to_native());
         let (depth, array_size) = (cmd.depth.to_native(), cmd.array_size.to_native());
         debug!(id, width, height, depth, format = cmd.format.to_native(), "RESOURCE_CREATE_3D");
-        if self.virgl.is_none() {
+        if self.renderer.is_none() {
             return Err(GuestError::UnsupportedCommand.into());
         }
         if id == 0 {
@@ -140,8 +174,8 @@ impl Gpu {
             nr_samples: cmd.nr_samples.to_native(),
             flags: cmd.flags.to_native(),
         };
-        let created = match self.virgl_mut() {
-            Ok(virgl) => virgl.resource_create(id, args).map_err(CommandError::from),
+        let created = match self.renderer_mut() {
+            Ok(renderer) => renderer.resource_create(id, args).map_err(CommandError::from),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = created {
@@ -168,21 +202,21 @@ impl Gpu {
             h: b.h.to_native(),
             d: b.d.to_native(),
         };
-        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let renderer = self.renderer.as_mut().ok_or(GuestError::UnsupportedCommand)?;
         let res = self.resources.get(&id).ok_or(GuestError::UnknownResource)?;
         if !res.is_3d() {
             return Err(GuestError::Invalid3d.into());
         }
-        virgl.transfer(
-            id,
-            cmd.hdr.ctx_id.to_native(),
-            cmd.level.to_native(),
-            cmd.stride.to_native(),
-            cmd.layer_stride.to_native(),
+        renderer.transfer(&Transfer3d {
+            resource: id,
+            ctx: cmd.hdr.ctx_id.to_native(),
+            level: cmd.level.to_native(),
+            stride: cmd.stride.to_native(),
+            layer_stride: cmd.layer_stride.to_native(),
             bbox,
-            cmd.offset.to_native(),
+            offset: cmd.offset.to_native(),
             to_host,
-        )?;
+        })?;
         Ok(Reply::NoData)
     }
 
@@ -197,8 +231,8 @@ impl Gpu {
         let mut dwords: Vec<u32> = Vec::new();
         dwords.try_reserve_exact(size / 4).map_err(|_| GuestError::AllocationFailed)?;
         dwords.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        let virgl = self.virgl.as_ref().ok_or(GuestError::UnsupportedCommand)?;
-        virgl.submit(cmd.hdr.ctx_id.to_native(), &mut dwords)?;
+        let renderer = self.renderer_mut()?;
+        renderer.submit(cmd.hdr.ctx_id.to_native(), &mut dwords)?;
         Ok(Reply::NoData)
     }
 }

@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod display;
+mod fake3d;
 mod props;
+mod props3d;
 mod queue;
 mod requests;
 mod resources;
+mod three_d;
 
 use super::*;
 use proptest::prelude::*;

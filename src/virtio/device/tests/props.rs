@@ -3,10 +3,10 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-const PROP_MAX_MEM: u64 = 64 << 10;
+pub(super) const PROP_MAX_MEM: u64 = 64 << 10;
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     DisplayInfo,
     Edid(u32),
     Create { id: u32, format: u32, w: u32, h: u32 },
@@ -23,7 +23,7 @@ enum Op {
 }
 
 impl Op {
-    fn queue(&self) -> QueueKind {
+    pub(super) fn queue(&self) -> QueueKind {
         match self {
             Op::Cursor { .. } => QueueKind::Cursor,
             Op::Truncated(op, _) => op.queue(),
@@ -31,7 +31,7 @@ impl Op {
         }
     }
 
-    fn request(&self) -> Vec<u8> {
+    pub(super) fn request(&self) -> Vec<u8> {
         match self {
             Op::DisplayInfo | Op::Reset => cmd_display_info(),
             Op::Edid(s) => cmd_edid(*s),
@@ -64,7 +64,7 @@ impl Op {
     }
 }
 
-fn id() -> impl Strategy<Value = u32> {
+pub(super) fn id() -> impl Strategy<Value = u32> {
     prop_oneof![8 => 0..5u32, 1 => Just(u32::MAX)]
 }
 
@@ -80,7 +80,7 @@ fn any_rect() -> impl Strategy<Value = Rect> {
     (coord(), coord(), coord(), coord()).prop_map(|(x, y, w, h)| Rect::new(x, y, w, h))
 }
 
-fn entry() -> impl Strategy<Value = (u64, u32)> {
+pub(super) fn entry() -> impl Strategy<Value = (u64, u32)> {
     let addr = prop_oneof![
         8 => DATA_START..DATA_START + 0x4000,
         1 => Just(MEM_SIZE - 8),
@@ -91,7 +91,7 @@ fn entry() -> impl Strategy<Value = (u64, u32)> {
     (addr, len)
 }
 
-fn leaf_op() -> impl Strategy<Value = Op> {
+pub(super) fn leaf_op() -> impl Strategy<Value = Op> {
     let format = prop_oneof![
         8 => proptest::sample::select(vec![1u32, 2, 3, 4, 67, 68, 121, 134]),
         1 => any::<u32>(),
@@ -123,7 +123,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn prop_gpu() -> Gpu {
+pub(super) fn prop_gpu() -> Gpu {
     Gpu::new(GpuConfig {
         num_scanouts: 3,
         preferred_size: (640, 480),
@@ -132,11 +132,11 @@ fn prop_gpu() -> Gpu {
     })
 }
 
-fn fill_guest_memory(mem: &Mem) {
+pub(super) fn fill_guest_memory(mem: &Mem) {
     mem.write_slice(&pattern(0x6000, 3), GuestAddress(DATA_START)).unwrap();
 }
 
-const RESPONSE_TYPES: [u32; 8] = [
+pub(super) const RESPONSE_TYPES: [u32; 8] = [
     VIRTIO_GPU_RESP_OK_NODATA,
     VIRTIO_GPU_RESP_OK_DISPLAY_INFO,
     VIRTIO_GPU_RESP_OK_EDID,
