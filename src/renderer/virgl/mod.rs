@@ -41,7 +41,9 @@
 //! buffer" and a libepoxy abort. The wrapper prevents this: before every call that may touch GL
 //! it compares `eglGetCurrentContext()` with the context virglrenderer last made current on this
 //! thread and calls `virgl_renderer_force_ctx_0()` when they differ (QEMU calls it before every
-//! command; this costs one `eglGetCurrentContext` when nothing changed). [`Virgl::force_ctx_0`]
+//! command; this costs one `eglGetCurrentContext` when nothing changed). One call changes the
+//! current GL context without telling virglrenderer's cache: creating a context makes its new GL
+//! context current, so [`Virgl::context_create`] forces context 0 after it. [`Virgl::force_ctx_0`]
 //! stays available for code that calls virglrenderer behind the wrapper's back.
 //!
 //! The other direction is the compositor's job: after any [`Virgl`] call one of virglrenderer's
@@ -386,6 +388,15 @@ impl Virgl {
         self.ensure_virgl_current();
         // SAFETY: `bytes` is NUL-terminated and `len` bytes long before the NUL.
         let code = unsafe { ffi::virgl_renderer_context_create_with_flags(ctx_id, capset, len, bytes.as_ptr().cast()) };
+        // vrend_renderer_create_sub_ctx made the new context's GL context current through
+        // `make_current` without recording it as virglrenderer's current context: its cache
+        // still names the context current before, and the EGL check of `ensure_virgl_current`
+        // (which compares with what `make_current` was last given) cannot see that. Forget the
+        // cache now, or the next call for that earlier context issues its GL calls (a vertex
+        // array object created, say) into the new one; measured: two guests' kmscube, one
+        // context dying with "glBindVertexArray(non-gen name)" (MESA_DEBUG) at DRAW_VBO, in
+        // about 1 run in 15.
+        self.force_ctx_0();
         check("context_create_with_flags", code)
     }
 
