@@ -151,7 +151,8 @@ pub(crate) mod cmd {
         cursor(VIRTIO_GPU_CMD_MOVE_CURSOR, scanout, 0, x, y, (0, 0))
     }
 
-    fn cursor(ty: u32, scanout: u32, resource_id: u32, x: i32, y: i32, hot: (u32, u32)) -> Vec<u8> {
+    /// UPDATE_CURSOR or MOVE_CURSOR (`ty`) with every field given.
+    pub fn cursor(ty: u32, scanout: u32, resource_id: u32, x: i32, y: i32, hot: (u32, u32)) -> Vec<u8> {
         bytes(&UpdateCursor {
             hdr: hdr(ty),
             pos: CursorPos {

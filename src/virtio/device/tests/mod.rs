@@ -43,89 +43,56 @@ fn rect(x: u32, y: u32, w: u32, h: u32) -> GpuRect {
     Rect::new(x, y, w, h).into()
 }
 
+// The commands as bytes: the synthetic guest's builders (one definition of the wire layout for
+// every test), with the device tests' short names and `GpuRect` arguments.
+use crate::virtio::synthetic::cmd;
+
 fn cmd_display_info() -> Vec<u8> {
-    bytes(&hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO))
+    cmd::display_info()
 }
 
 fn cmd_edid(scanout: u32) -> Vec<u8> {
-    bytes(&GetEdid { hdr: hdr(VIRTIO_GPU_CMD_GET_EDID), scanout: scanout.into(), padding: 0.into() })
+    cmd::edid(scanout)
 }
 
 fn cmd_create(id: u32, format: u32, w: u32, h: u32) -> Vec<u8> {
-    bytes(&ResourceCreate2d {
-        hdr: hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D),
-        resource_id: id.into(),
-        format: format.into(),
-        width: w.into(),
-        height: h.into(),
-    })
+    cmd::create_2d(id, format, w, h)
 }
 
 fn cmd_unref(id: u32) -> Vec<u8> {
-    bytes(&ResourceUnref { hdr: hdr(VIRTIO_GPU_CMD_RESOURCE_UNREF), resource_id: id.into(), padding: 0.into() })
+    cmd::unref(id)
 }
 
 fn attach_header(id: u32, nr: u32) -> Vec<u8> {
-    bytes(&ResourceAttachBacking {
-        hdr: hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING),
-        resource_id: id.into(),
-        nr_entries: nr.into(),
-    })
+    cmd::attach_backing_header(id, nr)
 }
 
 fn mem_entries(entries: &[(u64, u32)]) -> Vec<u8> {
-    entries
-        .iter()
-        .flat_map(|&(addr, len)| bytes(&MemEntry { addr: addr.into(), length: len.into(), padding: 0.into() }))
-        .collect()
+    cmd::mem_entries(entries)
 }
 
 fn cmd_attach(id: u32, entries: &[(u64, u32)]) -> Vec<u8> {
-    let mut v = attach_header(id, entries.len() as u32);
-    v.extend(mem_entries(entries));
-    v
+    cmd::attach_backing(id, entries)
 }
 
 fn cmd_detach(id: u32) -> Vec<u8> {
-    bytes(&ResourceDetachBacking {
-        hdr: hdr(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING),
-        resource_id: id.into(),
-        padding: 0.into(),
-    })
+    cmd::detach_backing(id)
 }
 
 fn cmd_transfer(id: u32, r: GpuRect, offset: u64) -> Vec<u8> {
-    bytes(&TransferToHost2d {
-        hdr: hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D),
-        r,
-        offset: offset.into(),
-        resource_id: id.into(),
-        padding: 0.into(),
-    })
+    cmd::transfer_to_host_2d(id, r.into(), offset)
 }
 
 fn cmd_set_scanout(scanout: u32, id: u32, r: GpuRect) -> Vec<u8> {
-    bytes(&SetScanout { hdr: hdr(VIRTIO_GPU_CMD_SET_SCANOUT), r, scanout_id: scanout.into(), resource_id: id.into() })
+    cmd::set_scanout(scanout, id, r.into())
 }
 
 fn cmd_flush(id: u32, r: GpuRect) -> Vec<u8> {
-    bytes(&ResourceFlush { hdr: hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), r, resource_id: id.into(), padding: 0.into() })
+    cmd::flush(id, r.into())
 }
 
 fn cmd_cursor(ty: u32, scanout: u32, id: u32, x: i32, y: i32, hot: (u32, u32)) -> Vec<u8> {
-    bytes(&UpdateCursor {
-        hdr: hdr(ty),
-        pos: CursorPos {
-            scanout_id: scanout.into(),
-            x: x.cast_unsigned().into(),
-            y: y.cast_unsigned().into(),
-            padding: 0.into(),
-        },
-        resource_id: id.into(),
-        hot_x: hot.0.into(),
-        hot_y: hot.1.into(),
-        padding: 0.into(),
-    })
+    cmd::cursor(ty, scanout, id, x, y, hot)
 }
 
 fn resp_hdr(resp: &[u8]) -> CtrlHdr {
