@@ -152,6 +152,22 @@ fn two_guests_share_one_virglrenderer_without_touching_each_other() {
     assert_eq!(submit(&mut b, &mem_b, 1, &clear_stream(1, [0.0, 1.0, 1.0, 1.0])), VIRTIO_GPU_RESP_OK_NODATA);
     assert_eq!(read_pixel(&mut b, &mem_b, 1, BACKING), [255, 255, 0, 255]);
 
+    // A third guest creating its context between two of guest a's commands: virglrenderer makes
+    // the new context's GL context current without noting it, so unless the wrapper forgets
+    // virglrenderer's current-context cache after creating (Virgl::context_create), a's next
+    // command runs in c's GL context: the clear below would land there and a's resource stay red.
+    assert_eq!(submit(&mut a, &mem_a, 1, &clear_stream(1, [1.0, 0.0, 0.0, 1.0])), VIRTIO_GPU_RESP_OK_NODATA);
+    let mut c = Gpu::new(config("c"));
+    c.enable_3d(Box::new(Virgl3d::new(Rc::clone(&shared))));
+    let mem_c = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let create = CtxCreate { hdr: hdr(VIRTIO_GPU_CMD_CTX_CREATE, 1), ..CtxCreate::default() };
+    assert_eq!(exec(&mut c, &mem_c, &cmd(create)), VIRTIO_GPU_RESP_OK_NODATA);
+    // CLEAR alone (a's framebuffer state still names its surface 1): yellow
+    let clear_only = clear_stream(1, [1.0, 1.0, 0.0, 1.0])[40..].to_vec();
+    assert_eq!(submit(&mut a, &mem_a, 1, &clear_only), VIRTIO_GPU_RESP_OK_NODATA);
+    assert_eq!(read_pixel(&mut a, &mem_a, 1, BACKING), [0, 255, 255, 255], "guest a's clear ran in a's context");
+    drop(c);
+
     // Zero copies: the resource's GL texture is what a scanout samples.
     let info = a.virgl_texture(1).expect("texture of a's resource 1");
     assert!(info.tex_id != 0 && info.width == W && info.height == H);
