@@ -145,10 +145,11 @@ BUSYBOX=$BBDIR/bin/busybox
 [ -x "$BUSYBOX" ] || die "busybox missing in $bbdeb"
 
 # ------------------------------------------------------------ gpu-test
-GT_SIG=$(sha256sum "$SRC/gpu-test.c" | cut -d' ' -f1)
+GT_SRC=("$SRC/gpu-test.c" "$SRC/kms.c" "$SRC/input.c")
+GT_SIG=$(cat "${GT_SRC[@]}" "$SRC/gpu-test.h" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$OUT/gpu-test" ] || [ "$(cat "$CACHE/gpu-test.sig" 2>/dev/null)" != "$GT_SIG" ]; then
 	log "compiling gpu-test (static)"
-	gcc -static -O2 -Wall -Werror -I/usr/include/libdrm -o "$OUT/gpu-test.tmp" "$SRC/gpu-test.c"
+	gcc -static -O2 -Wall -Werror -I/usr/include/libdrm -o "$OUT/gpu-test.tmp" "${GT_SRC[@]}"
 	strip "$OUT/gpu-test.tmp"
 	mv "$OUT/gpu-test.tmp" "$OUT/gpu-test"
 	echo "$GT_SIG" >"$CACHE/gpu-test.sig"
