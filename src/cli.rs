@@ -193,6 +193,10 @@ pub struct RunArgs {
     /// /run/scanway/attach.sock, skipped with a log line when it cannot be made.
     #[arg(long, value_name = "PATH")]
     pub attach_socket: Option<PathBuf>,
+    /// Record every guest request into DIR, one file per VMM connection
+    /// (`GUEST-N.bin`, the seed format of the `ctrl_commands` fuzz target).
+    #[arg(long, value_name = "DIR")]
+    pub record_commands: Option<PathBuf>,
 }
 
 /// `scanway screenshot`: a [`Request::ScreenshotScanout`] or [`Request::ScreenshotOutput`].
@@ -370,6 +374,7 @@ impl RunArgs {
             max_resource_memory: self.max_resource_memory.saturating_mul(1024 * 1024),
             config: self.config,
             attach_socket: self.attach_socket,
+            record_commands: self.record_commands,
             control,
         }
     }

@@ -128,6 +128,8 @@ pub struct RunConfig {
     /// The attach socket (`None`: [`crate::attach::DEFAULT_ATTACH_SOCKET`], skipped when it
     /// cannot be made).
     pub attach_socket: Option<PathBuf>,
+    /// Record every guest request as a fuzz seed into this directory (`--record-commands`).
+    pub record_commands: Option<PathBuf>,
     /// The control socket.
     pub control: PathBuf,
 }

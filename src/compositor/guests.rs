@@ -27,7 +27,7 @@ use crate::{
     run_config::GuestSpec,
     scanout::GuestScanouts,
     virtio::{
-        device::GpuConfig,
+        device::{GpuConfig, record::Recorder},
         vhost::{NUM_QUEUES, VhostUserGpu},
     },
 };
@@ -175,6 +175,9 @@ pub fn accept(state: &mut State, index: usize, stream: UnixStream) {
         warn!(guest = %guest.name, "socket: {e}");
         return;
     }
+    if let Some(dir) = &state.comp.record_commands {
+        start_recording(dir, guest);
+    }
     let handler = BackendReqHandler::from_stream(stream, guest.device.clone());
     let token = state.comp.loop_handle.insert_source(
         Generic::new(Connection(handler), Interest::READ, Mode::Level),
@@ -205,6 +208,27 @@ pub fn accept(state: &mut State, index: usize, stream: UnixStream) {
             println!("scanway: guest {} connected", guest.name);
         }
         Err(e) => warn!(guest = %guest.name, "registering connection: {e}"),
+    }
+}
+
+/// Record this VMM connection's requests into `dir/NAME-N.bin` (N: the first free number).
+fn start_recording(dir: &std::path::Path, guest: &Guest) {
+    let file = (0..10_000).find_map(|n| {
+        let path = dir.join(format!("{}-{n}.bin", guest.name));
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&path).ok().map(|f| (f, path))
+    });
+    let Some((file, path)) = file else {
+        warn!(guest = %guest.name, "cannot create a recording in {}", dir.display());
+        return;
+    };
+    let mut device = lock(&guest.device);
+    let config = device.gpu().config().clone();
+    match Recorder::new(Box::new(std::io::BufWriter::new(file)), &config) {
+        Ok(recorder) => {
+            device.gpu_mut().record_to(Some(recorder));
+            info!(guest = %guest.name, "recording requests into {}", path.display());
+        }
+        Err(e) => warn!(guest = %guest.name, "recording into {}: {e}", path.display()),
     }
 }
 
@@ -256,6 +280,8 @@ fn disconnect(state: &mut State, index: usize) {
     guest.attach = None;
     lock(&guest.device).reset();
     lock(&guest.device).gpu_mut().rearm_warnings();
+    // ends (and flushes) this connection's recording, if any
+    lock(&guest.device).gpu_mut().record_to(None);
     // Reset emitted ResourceDestroyed/ScanoutSet events; drop them with the textures.
     let _ = lock(&guest.device).gpu_mut().drain_events().count();
     let unmapped = guest.scanouts.clear();

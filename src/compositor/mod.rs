@@ -169,6 +169,8 @@ pub struct Comp {
     pub guest_template: GpuConfig,
     /// The attach socket, when listening (removed at exit).
     pub attach_socket: Option<PathBuf>,
+    /// Where every VMM connection's requests are recorded as fuzz seeds (`--record-commands`).
+    pub record_commands: Option<PathBuf>,
     _output_manager_state: OutputManagerState,
 }
 

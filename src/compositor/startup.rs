@@ -177,6 +177,7 @@ impl State {
                 name: String::new(),
             },
             attach_socket: None,
+            record_commands: args.record_commands.clone(),
         };
         comp.set_outputs(&[], &outputs);
         let mut state = State { backend, comp };

@@ -55,6 +55,11 @@ class Scanway:
     def start(self, guests):
         """guests: {name: (socket, outputs)}; returns once every guest listens."""
         argv = [self.bin, "run", "--backend", self.backend, "--control", self.control, *self.run_args]
+        if os.environ.get("SCANWAY_E2E_RECORD"):
+            # fuzz seeds: every guest's requests (scripts/record-seeds.sh)
+            record = Path(os.environ["SCANWAY_E2E_RECORD"]) / self.ctx.name
+            record.mkdir(parents=True, exist_ok=True)
+            argv += ["--record-commands", str(record)]
         if self.size:
             argv += ["--size", self.size]
         for name, (sock, outputs) in guests.items():

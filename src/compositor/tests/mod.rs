@@ -68,6 +68,7 @@ impl Fixture {
             // an empty configuration file: the defaults, whatever the user running the tests has
             config: Some(dir.join("scanway.toml")),
             attach_socket: None,
+            record_commands: None,
             control: dir.join("ctl.sock"),
         };
         let mut event_loop = EventLoop::try_new().unwrap();

@@ -50,6 +50,7 @@ use crate::renderer::virgl::{Box3d, Fence, ResourceCreate3d as VirglCreate3d, Re
 mod cursor;
 mod error;
 mod queue;
+pub mod record;
 mod rect;
 mod resource;
 mod scanout;
@@ -198,6 +199,8 @@ pub struct Gpu {
     host_memory_used: u64,
     /// Bit `GuestError as u8` set once that error kind was warned about.
     warned: u64,
+    /// Where every request is recorded as a fuzz seed, when asked ([`Gpu::record_to`]).
+    recorder: Option<record::Recorder>,
     /// The 3D renderer of this guest; `None` for a 2D-only device.
     renderer: Option<Box<dyn Renderer3d>>,
     /// What the response of the command being handled waits for (fenced commands, 3D on).
@@ -230,6 +233,7 @@ impl Gpu {
             events: Vec::new(),
             host_memory_used: 0,
             warned: 0,
+            recorder: None,
             renderer: None,
             deferred: None,
             pending: VecDeque::new(),
@@ -343,6 +347,9 @@ impl Gpu {
     /// empty). `mem` is the guest memory that backing addresses refer to.
     /// This is what `process_*` call per chain; exposed for tests and fuzzing.
     pub fn handle_request<M: GuestMemory>(&mut self, kind: QueueKind, request: &[u8], mem: &M) -> Vec<u8> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(kind, request);
+        }
         let Some(hdr) = read_struct::<CtrlHdr>(request) else {
             self.guest_error(0, GuestError::ShortHeader);
             return response_bytes(CtrlHdr::default(), |h| h, VIRTIO_GPU_RESP_ERR_UNSPEC, None);
@@ -411,6 +418,11 @@ impl Gpu {
                 response_bytes(CtrlHdr::default(), |h| h, response, req)
             }
         }
+    }
+
+    /// Record every request from now on (the fuzz seed format of [`record`]); `None` stops.
+    pub fn record_to(&mut self, recorder: Option<record::Recorder>) {
+        self.recorder = recorder;
     }
 
     /// Warn again, once per kind, about the guest errors of the next VMM connection (a new
