@@ -5,7 +5,7 @@
 #   scripts/test.sh [run.py options, e.g. --only pattern,reconnect]
 #
 # Steps: install-deps --test (root only), cargo fmt --check, the module graph check, cargo clippy (warnings are
-# errors), cargo test, cargo build --release, the test guest (tests/guest/build-guest.sh,
+# errors), cargo test, the fuzz smoke (scripts/fuzz.sh --smoke), cargo build --release, the test guest (tests/guest/build-guest.sh,
 # cached in target/guest; the first build downloads ~106 MB from the Debian archive),
 # then the end-to-end suite (tests/e2e/run.py, logs in target/e2e/).
 set -euo pipefail
@@ -26,6 +26,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test
+step "scripts/fuzz.sh --smoke (every fuzz target 10 s from its seeds)"
+scripts/fuzz.sh --smoke
 step "cargo build --release"
 cargo build --release
 step "tests/guest/build-guest.sh"
