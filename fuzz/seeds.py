@@ -10,7 +10,9 @@ src/virtio/device/record.rs) into seed corpora under fuzz/corpus/:
                   the Linux driver lays it out: a readable descriptor per request and a writable
                   one for its response, the available ring naming them (queue_rings' layout)
 
-Seed files are named by the SHA-1 of their content, so running this again adds only new ones.
+Seed files are named by the SHA-1 of their content, so running this again adds only new ones;
+scripts/record-seeds.sh then minimises each corpus (libFuzzer -merge=1) to the inputs that add
+coverage.
 Python 3 standard library only."""
 import hashlib
 import struct
@@ -62,7 +64,8 @@ def ring_image(requests, size=16):
         data_at = resp_at + 1024
         n += 1
     struct.pack_into("<HH", mem, 0x1000, 0, n)  # avail flags, idx
-    return bytes([4]) + bytes(mem)  # 1 << 4 = 16 entries
+    # the target zero-fills memory past its input: trailing zeros need not be stored
+    return (bytes([4]) + bytes(mem)).rstrip(b"\0")  # 1 << 4 = 16 entries
 
 
 def main(argv):
