@@ -117,6 +117,9 @@ pub enum Command {
         #[arg(long = "type", value_name = "TEXT", conflicts_with = "keys")]
         text: Option<String>,
     },
+    /// Print, as JSON, what the running instance holds: the share group's GL objects,
+    /// virglrenderer's contexts, open file descriptors and resident memory (leak checks).
+    Objects,
     /// Show or hide the statistics overlay on every scanout window.
     Overlay {
         /// `on` shows the overlay (resource, format, flush rate, flush-to-present latency), `off` hides it.
@@ -354,6 +357,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 control::request(&path, &Request::SendKeys { guest: guest.clone(), keys })?;
             }
+            Ok(())
+        }
+        Command::Objects => {
+            let reply = control::request(&control_path(cli.control)?, &Request::Objects)?;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
             Ok(())
         }
         Command::Overlay { state } => simple_request(cli.control, &Request::Overlay { on: state == "on" }),

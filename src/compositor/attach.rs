@@ -24,11 +24,15 @@ use std::{
 };
 
 use anyhow::Context;
-use smithay::reexports::calloop::{Interest, Mode, PostAction, generic::Generic};
 use tracing::{debug, info, warn};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use super::{State, guests, guests::lock, qemu_ui::UiLink};
+use super::{
+    State, guests,
+    guests::lock,
+    local_sockets::{self, Progress, Socket},
+    qemu_ui::UiLink,
+};
 use crate::{
     attach::{AttachRequest, MAX_ATTACH_REQUEST, write_answer},
     virtio::virgl3d::Virgl3d,
@@ -78,25 +82,18 @@ fn restrict(path: &Path) {
     }
 }
 
-/// A new backend connection: read its request when it arrives.
+/// A new backend connection: read its request when it arrives (within the local sockets'
+/// deadline, [`local_sockets::admit`]).
 fn pending(state: &mut State, stream: UnixStream) {
-    if stream.set_nonblocking(true).is_err() {
-        return;
-    }
-    let token =
-        state.comp.loop_handle.insert_source(Generic::new(stream, Interest::READ, Mode::Level), |_, stream, state| {
-            let stream: &UnixStream = stream;
-            let answer = receive(stream).and_then(|(request, vmm)| attach(state, request, vmm, stream));
-            if let Err(e) = &answer {
-                warn!("refused a VM on the attach socket: {e}");
-            }
-            let _ = write_answer(stream, answer.as_deref().map_err(Clone::clone));
-            // the guest keeps its own clone of an accepted connection
-            Ok(PostAction::Remove)
-        });
-    if let Err(e) = token {
-        warn!("attach connection source: {e}");
-    }
+    local_sockets::admit(state, Socket::Attach, stream, |state, stream| {
+        let answer = receive(stream).and_then(|(request, vmm)| attach(state, request, vmm, stream));
+        if let Err(e) = &answer {
+            warn!("refused a VM on the attach socket: {e}");
+        }
+        let _ = write_answer(stream, answer.as_deref().map_err(Clone::clone));
+        // the guest keeps its own clone of an accepted connection
+        Progress::Done
+    });
 }
 
 /// Read one request line and the VMM connection sent with it.

@@ -17,6 +17,7 @@ mod headless;
 pub mod input;
 pub mod layout_view;
 pub mod libvirt;
+pub mod local_sockets;
 pub mod qemu_ui;
 pub mod redraw;
 pub mod render;
@@ -146,6 +147,8 @@ pub struct Comp {
     pub start: Instant,
     /// virglrenderer in the compositor's share group, when it initialised (3D for guests).
     pub virgl: Option<Rc<VirglShared>>,
+    /// Open connections of the control and attach sockets ([`local_sockets`]).
+    pub connections: local_sockets::Connections,
     /// Shortcuts and per-guest settings.
     pub config: config::Config,
     /// The window keyboard input goes to.

@@ -206,6 +206,15 @@ impl State {
                 self.comp.set_layout_view(index, on);
                 Ok(json!({}))
             }
+            Request::Objects => {
+                let gl = renderer::gl_objects(self.backend.renderer())?;
+                let virgl_contexts = self.comp.virgl.as_ref().map_or(0, |v| {
+                    let stats = v.virgl.callback_stats();
+                    stats.contexts_created.saturating_sub(stats.contexts_destroyed)
+                });
+                let (fds, rss_bytes) = process_counts();
+                Ok(json!({"gl": gl, "virgl_contexts": virgl_contexts, "fds": fds, "rss_bytes": rss_bytes}))
+            }
             Request::Overlay { on } => {
                 self.comp.overlay = on;
                 self.comp.queue_redraw();
@@ -226,6 +235,18 @@ impl State {
             .cloned()
             .ok_or_else(|| anyhow!("guest {guest} has no scanout {scanout}"))
     }
+}
+
+/// This process's open file descriptors (entries of `/proc/self/fd`, the listing's own
+/// included) and resident memory in bytes (`VmRSS` of `/proc/self/status`); 0 where unreadable.
+fn process_counts() -> (usize, u64) {
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let rss_kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    });
+    (fds, rss_kib.unwrap_or(0u64) * 1024)
 }
 
 /// Render `elements` (topmost first) into a fresh offscreen buffer of `size` pixels and write it

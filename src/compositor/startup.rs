@@ -26,10 +26,9 @@ use super::{
     Backend, Comp, State, attach, config,
     guests::{self, lock},
     handlers::ClientState,
-    headless, tty, winit,
+    headless, local_sockets, tty, winit,
 };
 use crate::{
-    control,
     run_config::{BackendKind, RunConfig},
     virtio::{
         device::GpuConfig,
@@ -66,17 +65,7 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
 
     // Control socket.
     let control_listener = guests::bind_listener(&args.control)?;
-    handle
-        .insert_source(Generic::new(control_listener, Interest::READ, Mode::Level), |_, listener, state| {
-            while let Ok((stream, _)) = listener.accept() {
-                let reply = control::read_request(&stream).and_then(|req| state.control(req));
-                if let Err(e) = control::write_reply(&stream, reply) {
-                    warn!("control reply: {e}");
-                }
-            }
-            Ok(PostAction::Continue)
-        })
-        .map_err(|e| anyhow!("control socket source: {e}"))?;
+    local_sockets::serve_control(&mut state, control_listener)?;
     println!("scanway: control socket {}", args.control.display());
 
     // Guests.
@@ -161,6 +150,7 @@ impl State {
             frames: 0,
             start: Instant::now(),
             virgl: None,
+            connections: Default::default(),
             config: config::Config::load(args.config.as_ref())?,
             focused: None,
             grabbed: false,

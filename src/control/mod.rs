@@ -80,6 +80,12 @@ pub enum Request {
         /// `true`: show it on every scanout window; `false`: hide it.
         on: bool,
     },
+    /// Count what the process holds: the share group's GL objects ([`crate::renderer::GlObjects`]:
+    /// `textures`, `buffers`, `renderbuffers`, `probed`), virglrenderer's live GL contexts
+    /// (`virgl_contexts`), open file descriptors (`fds`) and resident memory (`rss_bytes`).
+    /// Reply: `{"gl": {...}, "virgl_contexts": N, "fds": N, "rss_bytes": N}`. For leak checks
+    /// (scripts/soak.sh); it probes every GL name, so it takes milliseconds.
+    Objects,
     /// Open or close the layout view of `guest` (its scanouts arranged as the guest sees them).
     LayoutView {
         /// Name of the guest.
@@ -144,18 +150,10 @@ pub fn request(path: &Path, req: &Request) -> anyhow::Result<Value> {
     }
 }
 
-/// Read one request from a connected client (bounded by [`MAX_REQUEST`] and [`TIMEOUT`]).
-pub fn read_request(stream: &UnixStream) -> anyhow::Result<Request> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new(std::io::Read::take(stream, MAX_REQUEST)).read_line(&mut line)?;
-    serde_json::from_str(&line).context("malformed request")
-}
-
-/// Write a reply: `Ok(fields)` becomes `{"ok": true, ...fields}`.
-pub fn write_reply(mut stream: &UnixStream, reply: anyhow::Result<Value>) -> std::io::Result<()> {
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    let mut value = match reply {
+/// A reply as its bytes on the wire: `Ok(fields)` becomes `{"ok": true, ...fields}` and a line
+/// end, an error `{"ok": false, "error": "..."}`.
+pub fn reply_bytes(reply: anyhow::Result<Value>) -> Vec<u8> {
+    let value = match reply {
         Ok(Value::Object(mut map)) => {
             map.insert("ok".into(), Value::Bool(true));
             Value::Object(map)
@@ -163,7 +161,7 @@ pub fn write_reply(mut stream: &UnixStream, reply: anyhow::Result<Value>) -> std
         Ok(other) => json!({ "ok": true, "value": other }),
         Err(e) => json!({ "ok": false, "error": format!("{e:#}") }),
     };
-    let mut bytes = serde_json::to_vec(&value.take())?;
+    let mut bytes = serde_json::to_vec(&value).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     bytes.push(b'\n');
-    stream.write_all(&bytes)
+    bytes
 }

@@ -88,6 +88,59 @@ pub fn read_rgba(
     Ok(bytes.to_vec())
 }
 
+/// The GL objects alive in the compositor's share group (which virglrenderer's contexts share),
+/// counted by name: the fault campaign compares them before and after guests come and go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct GlObjects {
+    /// Texture names for which `glIsTexture` is true.
+    pub textures: u32,
+    /// Buffer object names for which `glIsBuffer` is true.
+    pub buffers: u32,
+    /// Renderbuffer names for which `glIsRenderbuffer` is true.
+    pub renderbuffers: u32,
+    /// Names probed for each kind, 1 to this.
+    pub probed: u32,
+}
+
+/// Lowest and highest count of names [`gl_objects`] probes per kind.
+const PROBE_NAMES: (u32, u32) = (1 << 16, 1 << 20);
+
+/// Count the shared GL objects (textures, buffers, renderbuffers) by probing every name from 1
+/// to at least 65,536 and past the highest name `glGen*` hands out next (at most 2^20): GL has
+/// no query for "all objects", and Mesa hands out names above the highest one in use. Costs
+/// about 3 x 65,536 `glIs*` calls: for diagnostics (`scanway objects`), not per frame.
+///
+/// Errors: the renderer's context could not be made current.
+pub fn gl_objects(renderer: &mut GlesRenderer) -> anyhow::Result<GlObjects> {
+    renderer
+        .with_context(|gl| {
+            // The next names glGen* hands out (given back at once): Mesa's are above the highest
+            // in use.
+            let mut next = [0u32; 3];
+            // SAFETY: the renderer's context is current inside with_context; the pointers are
+            // to live locals.
+            unsafe {
+                gl.GenTextures(1, &mut next[0]);
+                gl.DeleteTextures(1, &next[0]);
+                gl.GenBuffers(1, &mut next[1]);
+                gl.DeleteBuffers(1, &next[1]);
+                gl.GenRenderbuffers(1, &mut next[2]);
+                gl.DeleteRenderbuffers(1, &next[2]);
+            }
+            let probed =
+                next.iter().map(|t| t.saturating_mul(2)).max().unwrap_or(0).clamp(PROBE_NAMES.0, PROBE_NAMES.1);
+            let count = |is: &dyn Fn(u32) -> bool| (1..=probed).filter(|&n| is(n)).count() as u32;
+            // SAFETY (the glIs* calls): context current, plain queries of a name.
+            GlObjects {
+                textures: count(&|n| unsafe { gl.IsTexture(n) } == ffi::TRUE),
+                buffers: count(&|n| unsafe { gl.IsBuffer(n) } == ffi::TRUE),
+                renderbuffers: count(&|n| unsafe { gl.IsRenderbuffer(n) } == ffi::TRUE),
+                probed,
+            }
+        })
+        .context("making the renderer's context current")
+}
+
 /// Write RGBA8 rows (`width` x `height` pixels, stride `width * 4` bytes) as an RGB PNG.
 pub fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> anyhow::Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;

@@ -12,6 +12,7 @@
 
 mod client;
 mod guests;
+mod local_sockets;
 mod shortcuts;
 mod windows;
 
