@@ -75,6 +75,7 @@ impl Comp {
                     },
                     "ui": ui,
                     "host_memory": gpu.host_memory_used(),
+                    "faults": gpu.faults(),
                     "scanouts": scanouts, "resources": resources,
                 })
             })

@@ -133,6 +133,41 @@ impl From<BackingError> for GuestError {
 }
 
 impl GuestError {
+    /// The variant's name, as [`Gpu::faults`] counts it.
+    pub(super) fn name(self) -> &'static str {
+        use GuestError::*;
+        match self {
+            ShortHeader => "ShortHeader",
+            ShortRequest => "ShortRequest",
+            UnsupportedCommand => "UnsupportedCommand",
+            WrongQueue => "WrongQueue",
+            ZeroResourceId => "ZeroResourceId",
+            DuplicateResourceId => "DuplicateResourceId",
+            UnknownResource => "UnknownResource",
+            UnknownFormat => "UnknownFormat",
+            InvalidSize => "InvalidSize",
+            HostMemoryLimit => "HostMemoryLimit",
+            AllocationFailed => "AllocationFailed",
+            BadEntryCount => "BadEntryCount",
+            BackingOutsideMemory => "BackingOutsideMemory",
+            BackingAlreadyAttached => "BackingAlreadyAttached",
+            NoBacking => "NoBacking",
+            RectOutOfBounds => "RectOutOfBounds",
+            EmptyRect => "EmptyRect",
+            BackingTooSmall => "BackingTooSmall",
+            GuestMemoryRead => "GuestMemoryRead",
+            InvalidScanoutId => "InvalidScanoutId",
+            CursorTooLarge => "CursorTooLarge",
+            MalformedChain => "MalformedChain",
+            ResponseTooSmall => "ResponseTooSmall",
+            ResponseWrite => "ResponseWrite",
+            UsedRing => "UsedRing",
+            InvalidContext => "InvalidContext",
+            Invalid3d => "Invalid3d",
+            Renderer3d => "Renderer3d",
+        }
+    }
+
     /// The `VIRTIO_GPU_RESP_ERR_*` answered for this error.
     pub(super) fn response(self) -> u32 {
         use GuestError::*;

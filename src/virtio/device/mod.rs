@@ -199,6 +199,8 @@ pub struct Gpu {
     host_memory_used: u64,
     /// Bit `GuestError as u8` set once that error kind was warned about.
     warned: u64,
+    /// Guest errors of this VMM connection, per kind.
+    faults: BTreeMap<&'static str, u64>,
     /// Where every request is recorded as a fuzz seed, when asked ([`Gpu::record_to`]).
     recorder: Option<record::Recorder>,
     /// The 3D renderer of this guest; `None` for a 2D-only device.
@@ -233,6 +235,7 @@ impl Gpu {
             events: Vec::new(),
             host_memory_used: 0,
             warned: 0,
+            faults: BTreeMap::new(),
             recorder: None,
             renderer: None,
             deferred: None,
@@ -428,13 +431,24 @@ impl Gpu {
     /// Warn again, once per kind, about the guest errors of the next VMM connection (a new
     /// boot of the VM); a device reset within one connection does not re-arm them, so a guest
     /// cannot flood the log by resetting its device.
+    /// The fault counts of [`Gpu::faults`] start again too.
     pub fn rearm_warnings(&mut self) {
         self.warned = 0;
+        self.faults.clear();
+    }
+
+    /// Guest errors since this VMM connection began (the last [`Gpu::rearm_warnings`]), per
+    /// kind: the kind's name (`UnknownResource`, `RectOutOfBounds`, `Invalid3d` for a request
+    /// scanway refused before the renderer, `Renderer3d` for one virglrenderer refused, ...)
+    /// and how many. For diagnostics (`scanway list --json`: `faults`).
+    pub fn faults(&self) -> &BTreeMap<&'static str, u64> {
+        &self.faults
     }
 
     /// Logs a guest error: `warn!` the first time this kind is seen, `debug!` after.
     fn guest_error(&mut self, ty: u32, err: impl Into<CommandError>) {
         let err: CommandError = err.into();
+        *self.faults.entry(err.kind.name()).or_default() += 1;
         let bit = 1u64 << (err.kind as u8);
         let cmd = ctrl_type_name(ty);
         if self.warned & bit == 0 {

@@ -145,4 +145,20 @@ fn guest_errors_warn_once_per_kind() {
     assert_eq!(g.warned, 0);
 }
 
+#[test]
+fn guest_errors_are_counted_per_kind_and_connection() {
+    let mem = new_mem();
+    let mut g = gpu();
+    for _ in 0..10 {
+        exec(&mut g, &mem, &cmd_unref(42));
+    }
+    exec(&mut g, &mem, &cmd_create(0, 1, 1, 1));
+    let faults: Vec<_> = g.faults().iter().map(|(k, n)| (*k, *n)).collect();
+    assert_eq!(faults, [("UnknownResource", 10), ("ZeroResourceId", 1)]);
+    g.reset();
+    assert_eq!(g.faults().len(), 2, "a device reset keeps the connection's counts");
+    g.rearm_warnings();
+    assert!(g.faults().is_empty());
+}
+
 // ------------------------------------------------------------ via queue
