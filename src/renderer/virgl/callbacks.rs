@@ -194,7 +194,11 @@ pub(super) unsafe extern "C" fn cb_get_egl_display(cookie: *mut c_void) -> *mut 
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(super) mod log {
-    use std::ffi::{c_char, c_int, c_void};
+    use std::{
+        ffi::{c_char, c_int, c_void},
+        sync::Mutex,
+        time::Instant,
+    };
 
     unsafe extern "C" {
         /// libc's `vsnprintf`; `ap` is the `va_list` exactly as our callback received it.
@@ -221,13 +225,23 @@ pub(super) mod log {
                 return;
             }
             let lower = text.to_ascii_lowercase();
-            if lower.contains("error") || lower.contains("fail") || lower.contains("illegal") {
-                tracing::warn!(target: "scanway::renderer::virgl", "virgl: {text}");
+            let bad = lower.contains("error") || lower.contains("fail") || lower.contains("illegal");
+            // A guest decides how often virglrenderer complains (one line per bad command):
+            // warn once per kind of message a minute, the rest at debug level.
+            let first = bad && LIMIT.lock().is_ok_and(|mut l| l.first(&super::log_kind(text), Instant::now()));
+            if first {
+                tracing::warn!(
+                    target: "scanway::renderer::virgl",
+                    "virgl: {text} (more of this kind within {}s at debug level)",
+                    super::LOG_WINDOW.as_secs()
+                );
             } else {
                 tracing::debug!(target: "scanway::renderer::virgl", "virgl: {text}");
             }
         })
     }
+
+    static LIMIT: Mutex<super::LogLimit> = Mutex::new(super::LogLimit::new());
 
     pub(in crate::renderer::virgl) const LOGGER: super::ffi::virgl_debug_callback_type = Some(virgl_log);
 }
@@ -236,4 +250,90 @@ pub(super) mod log {
 pub(super) mod log {
     /// No portable `va_list` on this architecture: keep virglrenderer's stderr logger.
     pub(in crate::renderer::virgl) const LOGGER: super::ffi::virgl_debug_callback_type = None;
+}
+
+/// How long a kind of virglrenderer message stays quiet (debug level) after it was warned.
+pub(super) const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Kinds of message remembered at once; the oldest are forgotten past this.
+const LOG_KINDS: usize = 256;
+
+/// The kind of a virglrenderer message: its text up to the first colon (virglrenderer starts
+/// most messages with the function name, `vrend_renderer_transfer_internal: context error ...`),
+/// at most 64 bytes, with every run of digits as `#` (`context 38 failed to dispatch
+/// CREATE_OBJECT` and `context 40 ...` are one kind, so new contexts make no new kinds).
+pub(super) fn log_kind(text: &str) -> String {
+    let head = text.split(':').next().unwrap_or(text);
+    let mut kind = String::with_capacity(64);
+    for c in head.chars() {
+        if kind.len() >= 64 {
+            break;
+        }
+        if !c.is_ascii_digit() {
+            kind.push(c);
+        } else if !kind.ends_with('#') {
+            kind.push('#');
+        }
+    }
+    kind
+}
+
+/// Which virglrenderer messages are warned: the first of each kind per [`LOG_WINDOW`].
+pub(super) struct LogLimit {
+    /// (kind, when it was last warned), at most [`LOG_KINDS`].
+    warned: Vec<(String, std::time::Instant)>,
+}
+
+impl LogLimit {
+    pub(super) const fn new() -> Self {
+        LogLimit { warned: Vec::new() }
+    }
+
+    /// Whether a message of `kind` at `now` is warned (and the window starts again).
+    pub(super) fn first(&mut self, kind: &str, now: std::time::Instant) -> bool {
+        match self.warned.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, at)) if now.duration_since(*at) < LOG_WINDOW => false,
+            Some((_, at)) => {
+                *at = now;
+                true
+            }
+            None => {
+                if self.warned.len() >= LOG_KINDS {
+                    self.warned.remove(0);
+                }
+                self.warned.push((kind.to_owned(), now));
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{LOG_KINDS, LOG_WINDOW, LogLimit, log_kind};
+
+    #[test]
+    fn one_warning_per_kind_and_window() {
+        let mut l = LogLimit::new();
+        let t = Instant::now();
+        let kind = log_kind("vrend_renderer_transfer_internal: context error reported 12 \"x\" IOV data size");
+        assert_eq!(kind, "vrend_renderer_transfer_internal");
+        assert!(l.first(&kind, t));
+        for i in 0..1000 {
+            assert!(!l.first(&kind, t + Duration::from_millis(i)));
+        }
+        assert!(l.first("vrend_set_framebuffer_state", t), "another kind is warned");
+        assert!(l.first(&kind, t + LOG_WINDOW), "and the same kind again after the window");
+        // numbers (context ids, handles) do not make kinds
+        let dispatch = log_kind("context 38 failed to dispatch CREATE_OBJECT: 22");
+        assert_eq!(dispatch, log_kind("context 40 failed to dispatch CREATE_OBJECT: 22"));
+        assert_eq!(dispatch, "context # failed to dispatch CREATE_OBJECT");
+        assert!(l.first(&dispatch, t) && !l.first(&log_kind("context 9 failed to dispatch CREATE_OBJECT"), t));
+        // a guest making up kinds cannot grow the table
+        for i in 0..10 * LOG_KINDS {
+            l.first(&format!("kind{i}"), t);
+        }
+        assert_eq!(l.warned.len(), LOG_KINDS);
+    }
 }
