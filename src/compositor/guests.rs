@@ -285,6 +285,10 @@ fn disconnect(state: &mut State, index: usize) {
     // Reset emitted ResourceDestroyed/ScanoutSet events; drop them with the textures.
     let _ = lock(&guest.device).gpu_mut().drain_events().count();
     let unmapped = guest.scanouts.clear();
+    // A guest's resources can be hundreds of MiB of heap: hand what was freed back to the
+    // system now, not whenever malloc next trims (scanway runs for as long as its VMs do).
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     info!(guest = %guest.name, "VMM disconnected; resources freed");
     println!("scanway: guest {} disconnected", guest.name);
     for window in unmapped {

@@ -14,7 +14,7 @@ use smithay::{
         allocator::Fourcc,
         egl::{EGLContext, EGLDevice, EGLDisplay, native::EGLSurfacelessDisplay},
         renderer::{
-            Bind, ExportMem, Offscreen,
+            Bind, ExportMem, Offscreen, Renderer,
             gles::{GlesRenderbuffer, GlesRenderer, ffi},
         },
     },
@@ -110,8 +110,12 @@ const PROBE_NAMES: (u32, u32) = (1 << 16, 1 << 20);
 /// no query for "all objects", and Mesa hands out names above the highest one in use. Costs
 /// about 3 x 65,536 `glIs*` calls: for diagnostics (`scanway objects`), not per frame.
 ///
+/// smithay deletes the textures of dropped buffers lazily, at its next frame: they are deleted
+/// first (`cleanup_texture_cache`), so a count is not one frame late.
+///
 /// Errors: the renderer's context could not be made current.
 pub fn gl_objects(renderer: &mut GlesRenderer) -> anyhow::Result<GlObjects> {
+    renderer.cleanup_texture_cache().context("deleting the textures of dropped buffers")?;
     renderer
         .with_context(|gl| {
             // The next names glGen* hands out (given back at once): Mesa's are above the highest

@@ -40,6 +40,23 @@ pub enum Error3d {
     Renderer(#[source] VirglError),
 }
 
+impl Error3d {
+    /// The name [`crate::virtio::device::Gpu::faults`] counts this error under: who refused
+    /// (`StreamRefused` is scanway's stream parser; `VirglRefused` and `VirglFailed` are
+    /// virglrenderer) and why.
+    pub fn fault_name(&self) -> &'static str {
+        match self {
+            Error3d::Resource(_) => "UnknownResource3d",
+            Error3d::Context(_) => "InvalidContext",
+            Error3d::Capset(_) => "UnknownCapset",
+            Error3d::NoBacking => "NoBacking3d",
+            Error3d::Stream(_) => "StreamRefused",
+            Error3d::Refused(_) => "VirglRefused",
+            Error3d::Renderer(_) => "VirglFailed",
+        }
+    }
+}
+
 /// A fence created on the host for a guest's fenced command; the device holds the command's
 /// response until a retired [`Fence`] the renderer reports [retires](HostFence::retired_by) it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

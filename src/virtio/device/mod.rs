@@ -438,9 +438,9 @@ impl Gpu {
     }
 
     /// Guest errors since this VMM connection began (the last [`Gpu::rearm_warnings`]), per
-    /// kind: the kind's name (`UnknownResource`, `RectOutOfBounds`, `Invalid3d` for a request
-    /// scanway refused before the renderer, `Renderer3d` for one virglrenderer refused, ...)
-    /// and how many. For diagnostics (`scanway list --json`: `faults`).
+    /// kind: the kind's name (`UnknownResource`, `RectOutOfBounds`, ...; for a 3D request, who
+    /// refused it: [`Error3d::fault_name`], e.g. `StreamRefused` for scanway's stream parser,
+    /// `VirglRefused`/`VirglFailed` for virglrenderer) and how many. For diagnostics (`scanway list --json`: `faults`).
     pub fn faults(&self) -> &BTreeMap<&'static str, u64> {
         &self.faults
     }
@@ -448,7 +448,8 @@ impl Gpu {
     /// Logs a guest error: `warn!` the first time this kind is seen, `debug!` after.
     fn guest_error(&mut self, ty: u32, err: impl Into<CommandError>) {
         let err: CommandError = err.into();
-        *self.faults.entry(err.kind.name()).or_default() += 1;
+        let fault = err.cause.as_ref().map_or(err.kind.name(), Error3d::fault_name);
+        *self.faults.entry(fault).or_default() += 1;
         let bit = 1u64 << (err.kind as u8);
         let cmd = ctrl_type_name(ty);
         if self.warned & bit == 0 {
