@@ -86,6 +86,13 @@ if [ ! -e "$GP" ] || [ "$HERE/src/gles-pattern.c" -nt "$GP" ]; then
 	gcc -O2 -Wall -Werror -I/usr/include/libdrm -o "$GP.tmp" "$HERE/src/gles-pattern.c" -ldrm -lgbm -lEGL -lGLESv2
 	mv "$GP.tmp" "$GP"
 fi
+# bad-streams: malformed virgl streams and 3D commands (the hostile-stream campaign)
+BS=$ROOT/usr/local/bin/bad-streams
+if [ ! -e "$BS" ] || [ "$HERE/src/bad-streams.c" -nt "$BS" ]; then
+	log "compiling bad-streams"
+	gcc -O2 -Wall -Werror -I/usr/include/libdrm -o "$BS.tmp" "$HERE/src/bad-streams.c"
+	mv "$BS.tmp" "$BS"
+fi
 # drm-one-mode.so: glmark2-es2-drm's LD_PRELOAD (one mode per connector, see the source)
 OM=$ROOT/usr/local/lib/drm-one-mode.so
 if [ ! -e "$OM" ] || [ "$HERE/src/drm-one-mode.c" -nt "$OM" ]; then
@@ -94,7 +101,7 @@ if [ ! -e "$OM" ] || [ "$HERE/src/drm-one-mode.c" -nt "$OM" ]; then
 	gcc -O2 -Wall -Werror -shared -fPIC -I/usr/include/libdrm -o "$OM.tmp" "$HERE/src/drm-one-mode.c" -ldl
 	mv "$OM.tmp" "$OM"
 fi
-if [ ! -e "$IMG" ] || [ -n "$(find "$ROOT/usr/local/bin/guest-3d" "$GP" "$OM" "$ROOT/.done" -newer "$IMG" 2>/dev/null)" ]; then
+if [ ! -e "$IMG" ] || [ -n "$(find "$ROOT/usr/local/bin/guest-3d" "$GP" "$BS" "$OM" "$ROOT/.done" -newer "$IMG" 2>/dev/null)" ]; then
 	used_kb=$(du -sk "$ROOT" | cut -f1)
 	size_mb=$(( used_kb * 12 / 10 / 1024 + 64 ))
 	log "mkfs.ext4 -d ($((used_kb / 1024)) MiB of files -> ${size_mb} MiB image)"

@@ -3,7 +3,7 @@
  * guest, by the host's virglrenderer) and put on the first connected output, for a
  * pixel-exact check of the 3D scanout path on the host (tests/guest/check-pattern.py).
  *
- *   gles-pattern [--mode WxH] [--hold S] [--frames N]
+ *   gles-pattern [--mode WxH] [--hold S] [--frames N] [--spin]
  *
  * The picture is the one gpu-test.c draws for head 0, frame 0 (8 vertical bars, a 64x64
  * black/white checkerboard at 16,16, a 1-px orange border), painted with glScissor +
@@ -11,6 +11,9 @@
  *   GUEST-GLES-READY WxH renderer="..."
  * then holds the picture (S seconds; 0 = forever). With --frames N it first redraws and
  * page-flips N times and prints GUEST-GLES-DONE frames=N seconds=S fps=F renderer="...".
+ * With --spin it keeps redrawing and page-flipping the same picture after the READY line,
+ * until killed (a host fault campaign kills it mid-SUBMIT_3D with fences pending, and any
+ * screenshot is still the exact picture).
  */
 #include <EGL/egl.h>
 #include <EGL/eglext.h>
@@ -81,9 +84,40 @@ static uint32_t fb_of(int fd, struct gbm_bo *bo)
 	return fb;
 }
 
+/* what one page flip touches: the card, its CRTC, the EGL surface and the buffer on screen */
+struct screen {
+	int fd;
+	uint32_t crtc;
+	EGLDisplay dpy;
+	EGLSurface es;
+	struct gbm_surface *surf;
+	struct gbm_bo *bo;
+	uint32_t fb;
+};
+
+/* one frame: redraw, swap, page-flip to it and wait for the flip */
+static void flip_one(struct screen *s)
+{
+	drmEventContext ev = { .version = 2, .page_flip_handler = flip_done };
+	draw();
+	eglSwapBuffers(s->dpy, s->es);
+	struct gbm_bo *next = gbm_surface_lock_front_buffer(s->surf);
+	uint32_t next_fb = fb_of(s->fd, next);
+	int pending = 1;
+	if (drmModePageFlip(s->fd, s->crtc, next_fb, DRM_MODE_PAGE_FLIP_EVENT, &pending))
+		DIE("drmModePageFlip failed\n");
+	while (pending)
+		drmHandleEvent(s->fd, &ev);
+	/* the previous buffer is off screen now: free its framebuffer and hand it back */
+	drmModeRmFB(s->fd, s->fb);
+	gbm_surface_release_buffer(s->surf, s->bo);
+	s->bo = next;
+	s->fb = next_fb;
+}
+
 int main(int argc, char **argv)
 {
-	int want_w = 0, want_h = 0, hold = 0, frames = 0;
+	int want_w = 0, want_h = 0, hold = 0, frames = 0, spin = 0;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mode") && i + 1 < argc)
@@ -92,6 +126,8 @@ int main(int argc, char **argv)
 			hold = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--frames") && i + 1 < argc)
 			frames = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--spin"))
+			spin = 1;
 	}
 	int fd = open("/dev/dri/card0", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -157,29 +193,18 @@ int main(int argc, char **argv)
 	if (drmModeSetCrtc(fd, crtc, fb, 0, 0, &conn->connector_id, 1, &mode))
 		DIE("drmModeSetCrtc failed\n");
 
+	struct screen scr = { fd, crtc, dpy, es, surf, bo, fb };
 	if (frames > 0) {
-		drmEventContext ev = { .version = 2, .page_flip_handler = flip_done };
 		double t0 = now();
-		for (int f = 0; f < frames; f++) {
-			draw();
-			eglSwapBuffers(dpy, es);
-			struct gbm_bo *next = gbm_surface_lock_front_buffer(surf);
-			uint32_t next_fb = fb_of(fd, next);
-			int pending = 1;
-			if (drmModePageFlip(fd, crtc, next_fb, DRM_MODE_PAGE_FLIP_EVENT, &pending))
-				DIE("drmModePageFlip failed\n");
-			while (pending)
-				drmHandleEvent(fd, &ev);
-			/* the previous buffer is off screen now: free its framebuffer and hand it back */
-			drmModeRmFB(fd, fb);
-			gbm_surface_release_buffer(surf, bo);
-			bo = next;
-			fb = next_fb;
-		}
+		for (int f = 0; f < frames; f++)
+			flip_one(&scr);
 		double s = now() - t0;
 		printf("GUEST-GLES-DONE frames=%d seconds=%.3f fps=%.1f renderer=\"%s\"\n", frames, s, frames / s, renderer);
 	}
 	printf("GUEST-GLES-READY %dx%d renderer=\"%s\"\n", W, H, renderer);
+	if (spin)
+		for (;;)
+			flip_one(&scr);
 	if (hold > 0)
 		sleep(hold);
 	else

@@ -14,6 +14,8 @@
  *   gpu-test follow    [opts]           pattern on output 0 in its preferred mode, redrawn
  *                                       at the new size whenever the host changes that mode
  *   gpu-test input     [opts]           pattern, then every /dev/input/event* event printed
+ *   gpu-test flood     [opts]           pattern, then TRANSFER_TO_HOST ioctls (no fence, no
+ *                                       wait) as fast as the queue takes them, until killed
  *
  * opts: --mode WxH  --frames N  --hold SECS (0 = forever, -1 = exit at once)
  *       --card PATH --output I (connector index for pattern/animate)
@@ -21,7 +23,9 @@
  *       draw every frame instead of flipping between pre-rendered buffers)
  *       --start-pause MS (animate: idle MS milliseconds after printing
  *       GUEST-ANIMATE-START, before the first frame; lets a host benchmark
- *       sample its CPU counters while the GPU path is quiet)
+ *       sample its CPU counters while the GPU path is quiet)  --still (animate: every
+ *       buffer holds frame 0, so the picture is exact whenever it is looked at)
+ *       --interval MS (animate: frame f is flipped no earlier than MS * f after the first)
  *
  * The picture (keep in sync with check-pattern.py):
  *   8 vertical bars  white yellow cyan green magenta red blue black
@@ -358,7 +362,7 @@ static int wait_flip(int fd)
  * or --redraw: draw frame f into the back buffer every frame (guest-CPU bound
  * under TCG).  animate-dirty: one buffer, redraw + DIRTYFB every frame.
  * The picture left on screen is frame `picture` (check-pattern.py --frame). */
-static int opt_buffers = 2, opt_redraw = 0, opt_start_pause_ms = 0;
+static int opt_buffers = 2, opt_redraw = 0, opt_start_pause_ms = 0, opt_still = 0, opt_interval_ms = 0;
 
 static int t_animate(int use_flip)
 {
@@ -373,7 +377,7 @@ static int t_animate(int use_flip)
 	int W = o->mode.hdisplay, H = o->mode.vdisplay, frames = opt_frames;
 	for (int i = 0; i < nbuf; i++) {
 		create_buffer(fd, W, H, &b[i]);
-		draw(b[i].map, b[i].pitch, W, H, head, i);
+		draw(b[i].map, b[i].pitch, W, H, head, opt_still ? 0 : i);
 	}
 	set_crtc(fd, o, &b[0]);
 	int can_sync = vgpu_sync(fd) == 0;
@@ -389,13 +393,18 @@ static int t_animate(int use_flip)
 	int f, picture = 0;
 	for (f = 1; f < frames; f++) {
 		struct buffer *cur = &b[f % nbuf];
+		if (opt_interval_ms > 0) {
+			double wait = t0 + f * opt_interval_ms / 1000.0 - now();
+			if (wait > 0)
+				usleep((useconds_t)(wait * 1e6));
+		}
 		if (redraw) {
 			double d0 = now();
-			draw(cur->map, cur->pitch, W, H, head, f);
+			draw(cur->map, cur->pitch, W, H, head, opt_still ? 0 : f);
 			tdraw += now() - d0;
-			picture = f;
+			picture = opt_still ? 0 : f;
 		} else {
-			picture = f % nbuf;
+			picture = opt_still ? 0 : f % nbuf;
 		}
 		if (use_flip) {
 			struct drm_mode_crtc_page_flip pf = {
@@ -453,12 +462,42 @@ static int t_fbpattern(void)
 	return 0;
 }
 
+/* flood: the pattern, then TRANSFER_TO_HOST of the whole buffer and of small boxes (no fence,
+ * so nothing waits for the host: the queue is kept as full as the guest can fill it) until
+ * killed. Prints GUEST-FLOOD-READY WxH once the pattern is up, then GUEST-FLOOD n=N every
+ * 2 s (ioctls so far). The picture stays the pattern: the data transferred is unchanged. */
+static int t_flood(void)
+{
+	struct output outs[MAX_OUT];
+	struct buffer b;
+	int fd = open_card();
+	struct output *o = show_pattern(fd, outs, &b);
+	LOG("GUEST-FLOOD-READY %dx%d head=%d output=%s\n", b.w, b.h, (int)(o - outs), o->name);
+	double next = now() + 2;
+	for (unsigned long n = 1;; n++) {
+		/* every 16th the whole frame, else a 64x16 box (a text line's worth) */
+		int full = n % 16 == 0;
+		struct drm_virtgpu_3d_transfer_to_host t = {
+			.bo_handle = b.handle,
+			.box = { .x = full ? 0 : (n * 64) % (b.w - 64), .y = full ? 0 : (n * 16) % (b.h - 16),
+				 .w = full ? b.w : 64, .h = full ? b.h : 16, .d = 1 },
+		};
+		t.offset = t.box.y * b.pitch + t.box.x * 4;
+		if (xioctl(fd, DRM_IOCTL_VIRTGPU_TRANSFER_TO_HOST, &t))
+			DIE("TRANSFER_TO_HOST %lu: %s\n", n, strerror(errno));
+		if (now() >= next) {
+			LOG("GUEST-FLOOD n=%lu\n", n);
+			next += 2;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern|cursor|follow|input"
+		fprintf(stderr, "usage: %s info|pattern|animate|animate-dirty|multihead|fbpattern|cursor|follow|input|flood"
 			" [--mode WxH] [--frames N] [--hold S] [--card PATH] [--output I]"
-			" [--buffers N] [--redraw] [--start-pause MS]\n", argv[0]);
+			" [--buffers N] [--redraw] [--start-pause MS] [--still] [--interval MS]\n", argv[0]);
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -486,6 +525,10 @@ int main(int argc, char **argv)
 			opt_start_pause_ms = atoi(argv[++i]);
 		} else if (!strcmp(argv[i], "--redraw")) {
 			opt_redraw = 1;
+		} else if (!strcmp(argv[i], "--still")) {
+			opt_still = 1;
+		} else if (!strcmp(argv[i], "--interval") && i + 1 < argc) {
+			opt_interval_ms = atoi(argv[++i]);
 		} else {
 			fprintf(stderr, "unknown option %s\n", argv[i]);
 			return 2;
@@ -510,6 +553,8 @@ int main(int argc, char **argv)
 		return t_follow();
 	if (!strcmp(t, "input"))
 		return t_input();
+	if (!strcmp(t, "flood"))
+		return t_flood();
 	fprintf(stderr, "unknown test %s\n", t);
 	return 2;
 }
