@@ -7,7 +7,8 @@
 # Steps: install-deps --test (root only), cargo fmt --check, the module graph check, cargo clippy (warnings are
 # errors), cargo test, the fuzz smoke (scripts/fuzz.sh --smoke), cargo build --release, the test guest (tests/guest/build-guest.sh,
 # cached in target/guest; the first build downloads ~106 MB from the Debian archive),
-# then the end-to-end suite (tests/e2e/run.py, logs in target/e2e/).
+# then the end-to-end suite (tests/e2e/run.py, logs in target/e2e/) and the fault campaign's
+# short version (tests/e2e/soak.py --quick, logs in target/soak/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,4 +35,8 @@ step "tests/guest/build-guest.sh"
 tests/guest/build-guest.sh >/dev/null
 step "tests/e2e/run.py $*"
 python3 tests/e2e/run.py --no-build-guest "$@"
+if [ $# -eq 0 ]; then # not for a selection of e2e cases
+	step "tests/e2e/soak.py --quick (the fault campaign, one kill of each kind)"
+	python3 tests/e2e/soak.py --quick
+fi
 step "all tests passed"

@@ -92,6 +92,11 @@ class Scanway:
         """Wait for the nth "disconnected" line (default: as many as "connected" lines)."""
         self._events(name, "disconnected", nth or self.events(name, "connected"), timeout)
 
+    def wayland_display(self):
+        """The name of scanway's Wayland socket (in its XDG_RUNTIME_DIR), from its stdout."""
+        return self.out.wait(r"^scanway: wayland socket (\S+)$", self.ctx.deadline.left(10),
+                             what="'wayland socket' line").group(1)
+
     def events(self, name, event):
         return self.out.count(rf"^scanway: guest {re.escape(name)} {event}$")
 

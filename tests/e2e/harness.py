@@ -302,15 +302,17 @@ class Guest:
 
     def __init__(self, ctx, tag, socket, test, *, mode=None, frames=None, hold=0, outputs=1,
                  force_heads=True, reconnect_ms=None, args=None, timeout=300, rootfs=None, mem=None,
-                 dbus=False, builtin=None, qemu_args=(), ready=None):
+                 dbus=False, builtin=None, qemu_args=(), ready=None, qmp_tag=None):
         """dbus: QEMU's D-Bus display (scanway links to it: resize, input) and the virtio
         keyboard and tablet; dbus="gl" gives that display GL (`gl=on`), which QEMU needs for
         a guest with virgl: see DBUS_GL.  ready: run-guest.sh's --ready (the line that makes
-        its exit status 0 when QEMU is quit), for tests whose line its default does not know."""
+        its exit status 0 when QEMU is quit), for tests whose line its default does not know.
+        qmp_tag: the QMP socket of that tag instead of this guest's own (a new QEMU where
+        scanway's `qmp=` of an earlier one points)."""
         self.ctx, self.tag, self.socket, self.test = ctx, tag, socket, test
         self.name = Path(socket).stem if socket else tag  # the backend's name for this guest
         self.workdir = ctx.dir / tag
-        self.qmp = ctx.qmp(tag)
+        self.qmp = ctx.qmp(qmp_tag or tag)
         self.serial = self.workdir / "serial.log"
         argv = [RUN_GUEST, "--test", test, "--out", GUEST_OUT,
                 "--workdir", self.workdir, "--qmp", self.qmp, "--timeout", str(int(timeout)), "--quiet"]
@@ -463,14 +465,15 @@ class Ctx:
         """The QMP socket of guest `tag` (see Guest)."""
         return self.tmp / f"qmp-{tag}.sock"
 
-    def backend(self, guests, ui=(), ui_3d=(), **kw):
+    def backend(self, guests, ui=(), ui_3d=(), no_3d=(), **kw):
         """Start the backend for {name: outputs}; returns it once it listens.  Guests named in
         `ui` are linked to their QEMU's D-Bus display (QMP of the guest tagged like the name;
         start those guests with dbus=True) and get no 3D; guests in `ui_3d` are linked the
-        same way and keep 3D (start them with dbus="gl")."""
+        same way and keep 3D (start them with dbus="gl"); guests in `no_3d` get no 3D and no link."""
         spec = {n: (self.sock(n), outputs) for n, outputs in guests.items()}
         extra = {n: f",qmp={self.qmp(n)},3d=off" for n in ui}
         extra.update({n: f",qmp={self.qmp(n)}" for n in ui_3d})
+        extra.update({n: ",3d=off" for n in no_3d})
         if extra:
             kw["extra"] = extra
         if self.c_mode:  # kw (output size, winit) only concerns scanway

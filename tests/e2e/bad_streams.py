@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The bad-stream report: every case of tests/guest/src/bad-streams.c (malformed virgl streams
+and 3D commands, in the classes of virglrenderer's CVEs) in a VM of its own against one
+scanway, so each VMM connection's fault counts (`scanway list --json`: faults) are that case's
+alone; a 2D guest animates beside it the whole time.  Prints a markdown table: who refused
+what (the guest kernel, scanway before virglrenderer, virglrenderer), whether the case's fence
+signalled, and whether a fresh context still rendered exact red after it (the guest's health
+check) with scanway still running.  Python 3 standard library only.
+
+  tests/e2e/bad_streams.py [--only NAME,...] [--backend-bin PATH]
+
+Logs in target/bad-streams/; the table also in target/bad-streams/results.md and .json.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as H  # noqa: E402
+from harness import BOOT, CaseFailure  # noqa: E402
+
+SOURCE = H.KIT / "src" / "bad-streams.c"
+# the faults virglrenderer returned (Error3d::fault_name); every other kind scanway refused itself
+VIRGL = ("VirglRefused", "VirglFailed")
+
+
+def cases():
+    """The case names, in order, from the CASES table of bad-streams.c."""
+    table = SOURCE.read_text().split("CASES[] = {", 1)[1].split("};", 1)[0]
+    return re.findall(r'\{ "([a-z0-9-]+)",', table)
+
+
+def one(ctx, b, name, n, rootfs):
+    g = ctx.guest(f"g0-{name}", "g0", "bad-streams", rootfs=rootfs, mem="1G", args=f"--only {name}",
+                  ready=r"^GUEST-BAD-DONE")
+    b.connected("g0", nth=n)
+    done = g.wait(r"^GUEST-BAD-DONE cases=(\d+) healthy=(\d+)", ctx.deadline.left(BOOT + 120), "GUEST-BAD-DONE")
+    text = g.serial_text()
+    end = re.search(rf"^GUEST-BAD-END name={re.escape(name)} errors=(\S+) fence=(\S+) rc=(\S+)", text, re.M)
+    health = re.search(rf"^GUEST-BAD-HEALTH name={re.escape(name)} (.*)$", text, re.M)
+    faults = dict(H.guest_entry(b.list(), "g0").get("faults") or {})
+    rc = g.quit()
+    b.disconnected("g0", nth=n)
+    if done.group(1) != "1":
+        raise CaseFailure(f"{name}: the guest ran {done.group(1)} cases")
+    return {"case": name, "kernel": end.group(1) if end else "?", "fence": end.group(2) if end else "?",
+            "health": health.group(1).strip() if health else "?", "faults": faults, "run_guest_rc": rc,
+            "scanway_alive": b.proc.poll() is None}
+
+
+def verdict(r):
+    own = {k: v for k, v in r["faults"].items() if k not in VIRGL}
+    virgl = sum(r["faults"].get(k, 0) for k in VIRGL)
+    parts = []
+    if r["kernel"] not in ("0", "?"):
+        parts.append(f"guest kernel refused {r['kernel']} ioctls")
+    if own:
+        parts.append("scanway refused " + ", ".join(f"{v} {k}" for k, v in sorted(own.items())))
+    if virgl:
+        parts.append(f"virglrenderer refused {virgl}")
+    return "; ".join(parts) or "no error returned: survived"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated case names")
+    ap.add_argument("--backend-bin", default=str(H.DEFAULT_SCANWAY))
+    a = ap.parse_args()
+    names = cases()
+    if a.only:
+        names = [n for n in names if n in a.only.split(",")]
+    H.build_guest()
+    rootfs = H.build_rootfs_3d()
+    opts = SimpleNamespace(timeout_scale=1.0, backend_bin=str(Path(a.backend_bin).resolve()))
+    ctx = H.Ctx("bad-streams", opts, 120 + 90 * len(names), H.TARGET)
+    rows, failure = [], None
+    try:
+        b = ctx.backend({"g0": 1, "g1": 1})
+        steady = ctx.guest("g1", "g1", "animate", mode="1024x768", frames=100000000, args="--still --interval 16",
+                           ready=r"^GUEST-ANIMATE-START")
+        b.connected("g1")
+        size = steady.wait(r"^GUEST-ANIMATE-START (\d+x\d+)", ctx.deadline.left(BOOT), "g1's start").group(1)
+        for n, name in enumerate(names, start=1):
+            r = one(ctx, b, name, n, rootfs)
+            rows.append(r)
+            print(f"  {name:<28} {verdict(r)}; fence {r['fence']}; health {r['health']}", flush=True)
+            if not r["scanway_alive"]:
+                raise CaseFailure(f"scanway died in {name}")
+        mark = H.mark_of(b, "g1")
+        H.check_flushed(ctx, b, "g1", 0, ctx.dir / "g1-after.png", steady, since=mark, size=size)
+        ctx.finish(b, steady)
+    except CaseFailure as e:
+        failure = str(e)
+    finally:
+        ctx.close()
+    lines = ["| case | who refused what | fence | renderer healthy after |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['case']} | {verdict(r)} | {r['fence']} | {r['health']} |" for r in rows]
+    out = H.TARGET / "bad-streams"
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+    sick = [r["case"] for r in rows if r["health"] != "ok"]
+    if failure or sick:
+        print(f"FAIL: {failure or 'unhealthy after ' + ', '.join(sick)} (logs: {ctx.dir})")
+        return 1
+    print(f"bad-streams: {len(rows)} cases, scanway survived each, the 2D guest exact throughout")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
