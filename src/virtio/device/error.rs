@@ -211,7 +211,14 @@ pub(super) enum Wait {
     Fence { fence: HostFence, ctx: u32 },
     /// Every response held before it (no fence could be created for it).
     Earlier,
+    /// Its fence has retired; it waits only for the responses held before it on its timeline.
+    Retired,
 }
+
+/// The timeline of a fenced response: the global one (`None`) or (guest context, ring). A
+/// guest takes a fence id to mean that every earlier fence of its timeline is done (Linux's
+/// `virtio_gpu_fence_event_process`), so responses are answered in order per timeline.
+pub(super) type Timeline = Option<(u32, u32)>;
 
 /// A fenced command's response, held until what it waits for is done.
 #[derive(Debug)]
@@ -220,6 +227,7 @@ pub(super) struct PendingReply {
     pub(super) writable: Vec<(GuestAddress, u32)>,
     pub(super) response: Vec<u8>,
     pub(super) wait: Wait,
+    pub(super) timeline: Timeline,
 }
 
 /// Builds the response bytes: `body` with its header's type set to `ty` and

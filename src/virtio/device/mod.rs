@@ -60,7 +60,7 @@ mod three_d;
 
 pub use super::backing::{Backing, BackingEntry};
 pub use cursor::CursorImage;
-use error::{CommandError, GuestError, PendingReply, Reply, Wait, response_bytes};
+use error::{CommandError, GuestError, PendingReply, Reply, Timeline, Wait, response_bytes};
 use queue::zeroed;
 pub use rect::Rect;
 pub use resource::{Resource, ResourceKind};
@@ -206,7 +206,7 @@ pub struct Gpu {
     /// The 3D renderer of this guest; `None` for a 2D-only device.
     renderer: Option<Box<dyn Renderer3d>>,
     /// What the response of the command being handled waits for (fenced commands, 3D on).
-    deferred: Option<Wait>,
+    deferred: Option<(Wait, Timeline)>,
     /// Deferred responses, in submission order.
     pending: VecDeque<PendingReply>,
 }

@@ -14,13 +14,22 @@ impl Gpu {
     /// Answer every held response whose fence is among `retired` (in
     /// submission order, which is fence order per ring), and those that wait
     /// for the responses before them once these are answered, and add them to
-    /// the used ring of the control queue. Returns whether anything was added.
+    /// the used ring of the control queue; a response whose fence retired
+    /// while one before it on its timeline is still held waits for that one
+    /// ([`Wait::Retired`]). Returns whether anything was added.
     pub fn retire_fences<M: GuestMemory>(&mut self, retired: &[Fence], queue: &mut Queue, mem: &M) -> bool {
         let mut added = false;
-        let mut still = VecDeque::with_capacity(self.pending.len());
-        while let Some(p) = self.pending.pop_front() {
+        let mut still: VecDeque<PendingReply> = VecDeque::with_capacity(self.pending.len());
+        while let Some(mut p) = self.pending.pop_front() {
+            if let Wait::Fence { fence, .. } = p.wait
+                && retired.iter().any(|f| fence.retired_by(f))
+            {
+                p.wait = Wait::Retired;
+            }
+            let behind = still.iter().any(|q| q.timeline == p.timeline);
             let done = match p.wait {
-                Wait::Fence { fence, .. } => retired.iter().any(|f| fence.retired_by(f)),
+                Wait::Fence { .. } => false,
+                Wait::Retired => !behind,
                 Wait::Earlier => still.is_empty(),
             };
             if done {
@@ -101,8 +110,8 @@ impl Gpu {
             }
         };
 
-        if let Some(wait) = self.deferred.take() {
-            self.pending.push_back(PendingReply { head, writable, response, wait });
+        if let Some((wait, timeline)) = self.deferred.take() {
+            self.pending.push_back(PendingReply { head, writable, response, wait, timeline });
             return None;
         }
         Some(self.write_response(kind, mem, &writable, &response))

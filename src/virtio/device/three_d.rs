@@ -51,10 +51,11 @@ impl Gpu {
         let Some(renderer) = self.renderer.as_mut() else { return };
         let ctx = hdr.ctx_id.to_native();
         let ring = (flags & VIRTIO_GPU_FLAG_INFO_RING_IDX != 0).then(|| u32::from(hdr.ring_idx));
+        let timeline = ring.map(|r| (ctx, r));
         match renderer.create_fence(ctx, ring) {
-            Ok(fence) => self.deferred = Some(Wait::Fence { fence, ctx }),
+            Ok(fence) => self.deferred = Some((Wait::Fence { fence, ctx }, timeline)),
             Err(e) => {
-                self.deferred = (!self.pending.is_empty()).then_some(Wait::Earlier);
+                self.deferred = (!self.pending.is_empty()).then_some((Wait::Earlier, timeline));
                 self.guest_error(hdr.type_.to_native(), e);
             }
         }

@@ -210,63 +210,88 @@ proptest! {
 
     #[test]
     fn prop_random_3d_commands(steps in proptest::collection::vec(step(), 1..60)) {
-        let mem = new_mem();
-        fill_guest_memory(&mem);
-        let mut d = Driver::new(&mem);
-        d.next_addr = DATA_START + 0x10000;
-        let fake = Fake3d::new();
-        let mut g = prop_gpu();
-        g.enable_3d(fake.boxed());
-        let mut chains: BTreeMap<u16, Chain> = BTreeMap::new();
-        let mut answered = 0;
-        let mut created_ctx = BTreeSet::new();
-        for step in &steps {
-            match step {
-                Step::Fail(method, failure) => fake.fail(*method, *failure),
-                Step::Retire(n) => {
-                    g.retire_fences(&fake.retire(*n), &mut d.queue, &mem);
-                }
-                Step::TwoD(Op::Reset) => {
-                    let used: BTreeSet<u32> = d.used().iter().map(|u| u.0).collect();
-                    for (head, c) in chains.iter_mut() {
-                        c.dropped |= !used.contains(&u32::from(*head));
-                    }
-                    g.reset();
-                    prop_assert_eq!(g.host_memory_used(), 0);
-                    prop_assert!(fake.state().contexts.is_empty() && fake.state().resources.is_empty());
-                    created_ctx.clear();
-                }
-                _ => {
-                    let req = step.request().unwrap();
-                    let (mut inner, mut fence) = (step, None);
-                    if let Step::Fenced(s, id, ring) = step {
-                        let h: CtrlHdr = read_struct(&req).unwrap();
-                        fence = Some((*id, ring.map(|r| (h.ctx_id.to_native(), r))));
-                        inner = s;
-                    }
-                    if let Step::CtxCreate { ctx, .. } = inner {
-                        created_ctx.insert(*ctx);
-                    }
-                    let head = d.next_desc;
-                    let (resp, _) = d.request(&req, 1100);
-                    chains.insert(head, Chain { resp, fence, dropped: false });
-                    g.process_ctrl_queue(&mut d.queue, &mem);
-                }
-            }
-            check(&g, &fake, &d, &chains, &mut answered, &created_ctx)?;
-        }
-        // Every fence retires: every chain is answered, once.
-        fake.clear_failures();
-        g.retire_fences(&fake.retire_all(), &mut d.queue, &mem);
-        check(&g, &fake, &d, &chains, &mut answered, &created_ctx)?;
-        prop_assert_eq!(g.pending_fences(), 0);
-        prop_assert_eq!(answered, chains.values().filter(|c| !c.dropped).count());
-        // Unref everything: host memory is back to where it started.
-        let ids: Vec<u32> = g.resources().map(|(id, _)| id).collect();
-        for id in ids {
-            prop_assert_eq!(exec(&mut g, &mem, &cmd_unref(id)), VIRTIO_GPU_RESP_OK_NODATA);
-        }
-        prop_assert_eq!(g.host_memory_used(), 0);
-        prop_assert!(fake.state().resources.is_empty());
+        run(&steps)?;
     }
+}
+
+/// Apply `steps` to a 3D device with the fake renderer, checking the invariants after each.
+fn run(steps: &[Step]) -> Result<(), TestCaseError> {
+    let mem = new_mem();
+    fill_guest_memory(&mem);
+    let mut d = Driver::new(&mem);
+    d.next_addr = DATA_START + 0x10000;
+    let fake = Fake3d::new();
+    let mut g = prop_gpu();
+    g.enable_3d(fake.boxed());
+    let mut chains: BTreeMap<u16, Chain> = BTreeMap::new();
+    let mut answered = 0;
+    let mut created_ctx = BTreeSet::new();
+    for step in steps {
+        match step {
+            Step::Fail(method, failure) => fake.fail(*method, *failure),
+            Step::Retire(n) => {
+                g.retire_fences(&fake.retire(*n), &mut d.queue, &mem);
+            }
+            Step::TwoD(Op::Reset) => {
+                let used: BTreeSet<u32> = d.used().iter().map(|u| u.0).collect();
+                for (head, c) in chains.iter_mut() {
+                    c.dropped |= !used.contains(&u32::from(*head));
+                }
+                g.reset();
+                prop_assert_eq!(g.host_memory_used(), 0);
+                prop_assert!(fake.state().contexts.is_empty() && fake.state().resources.is_empty());
+                created_ctx.clear();
+            }
+            _ => {
+                let req = step.request().unwrap();
+                let (mut inner, mut fence) = (step, None);
+                if let Step::Fenced(s, id, ring) = step {
+                    let h: CtrlHdr = read_struct(&req).unwrap();
+                    fence = Some((*id, ring.map(|r| (h.ctx_id.to_native(), r))));
+                    inner = s;
+                }
+                if let Step::CtxCreate { ctx, .. } = inner {
+                    created_ctx.insert(*ctx);
+                }
+                let head = d.next_desc;
+                let (resp, _) = d.request(&req, 1100);
+                chains.insert(head, Chain { resp, fence, dropped: false });
+                g.process_ctrl_queue(&mut d.queue, &mem);
+            }
+        }
+        check(&g, &fake, &d, &chains, &mut answered, &created_ctx)?;
+    }
+    // Every fence retires: every chain is answered, once.
+    fake.clear_failures();
+    g.retire_fences(&fake.retire_all(), &mut d.queue, &mem);
+    check(&g, &fake, &d, &chains, &mut answered, &created_ctx)?;
+    prop_assert_eq!(g.pending_fences(), 0);
+    prop_assert_eq!(answered, chains.values().filter(|c| !c.dropped).count());
+    // Unref everything: host memory is back to where it started.
+    let ids: Vec<u32> = g.resources().map(|(id, _)| id).collect();
+    for id in ids {
+        prop_assert_eq!(exec(&mut g, &mem, &cmd_unref(id)), VIRTIO_GPU_RESP_OK_NODATA);
+    }
+    prop_assert_eq!(g.host_memory_used(), 0);
+    prop_assert!(fake.state().resources.is_empty());
+    Ok(())
+}
+
+/// Found by the property test: a fenced command whose host fence could not be created waits
+/// for the responses before it (a ring's, here); a later global fence retiring must not answer
+/// the command after it on the global timeline first, nor leave it held forever once the first
+/// is answered.
+#[test]
+fn a_failed_fence_is_not_overtaken_on_its_timeline() {
+    let ctx = || Step::CtxCreate { ctx: 1, capset: 0 };
+    let steps = [
+        ctx(),
+        Step::Fenced(Box::new(ctx()), 1, Some(0)),
+        Step::Fail(Method::CreateFence, Failure::Renderer),
+        Step::Fenced(Box::new(ctx()), 1, None),
+        Step::Fenced(Box::new(ctx()), 1, None),
+        Step::CtxDestroy(1),
+        Step::Retire(1),
+    ];
+    run(&steps).unwrap();
 }
