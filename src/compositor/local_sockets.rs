@@ -2,8 +2,9 @@
 //! ever blocking it.
 //!
 //! Each accepted connection is non-blocking and registered with the loop; it has
-//! [`Connections::timeout`] ([`CONNECTION_TIMEOUT`]) to send its request and take the reply, after which it is closed, and
-//! at most [`MAX_OPEN`] of a socket's connections are open at once (more are closed at accept).
+//! [`Connections::timeout`] ([`CONNECTION_TIMEOUT`]) to send its request and take the reply,
+//! after which it is closed, and at most [`MAX_OPEN`] of a socket's connections are open at
+//! once (more are closed at accept).
 //! So a client that connects and sends nothing, sends garbage, sends a line without end, or
 //! never reads its reply costs one descriptor for a few seconds and never stalls the guests,
 //! whose queues the same loop serves.

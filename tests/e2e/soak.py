@@ -408,7 +408,7 @@ def main():
     results["failure"] = failure
     out = H.TARGET / "soak" / "results.json"
     out.write_text(json.dumps(results, indent=1, default=str))
-    print(json.dumps({k: v for k, v in results.items()}, indent=1, default=str))
+    print(json.dumps(results, indent=1, default=str))
     if failure:
         print(f"FAIL: {failure} (logs: {ctx.dir})")
         return 1
