@@ -10,7 +10,8 @@
 # coverage (libFuzzer's edge counter `cov` and feature count `ft`), the coverage when half the
 # executions were done (`cov@50%`: equal to `cov` when the growth has gone flat), corpus size,
 # crashes; then the totals. --sanitizer none (default address) builds without AddressSanitizer,
-# about twice as fast: the targets are Rust, whose safe code needs no sanitizer. A crash (panic, sanitizer report, timeout, out-of-memory) leaves its input in
+# about twice as fast: the targets are Rust, whose safe code needs no sanitizer. Each sanitizer
+# builds into its own directory (target/fuzz/build-SANITIZER), so the two never share a lock. A crash (panic, sanitizer report, timeout, out-of-memory) leaves its input in
 # fuzz/artifacts/TARGET/ and makes the script exit 1: turn it into a regression test.
 #
 # Needs a nightly toolchain (AddressSanitizer) and cargo-fuzz: installed here when missing.
@@ -46,7 +47,8 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 log "building ${#targets[@]} targets (release, debug assertions, sanitizer: $sanitizer)"
-cargo +nightly fuzz build -O -s "$sanitizer" --fuzz-dir fuzz >&2
+build=(-O -s "$sanitizer" --fuzz-dir fuzz --target-dir "target/fuzz/build-$sanitizer")
+cargo +nightly fuzz build "${build[@]}" >&2
 
 work=target/fuzz/corpus
 mkdir -p "$work" target/fuzz/logs
@@ -61,7 +63,7 @@ for t in "${targets[@]}"; do
 	# -jobs (even 1) makes libFuzzer run workers that log to ./fuzz-N.log instead of here
 	parallel=()
 	[ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
-	cargo +nightly fuzz run -O -s "$sanitizer" --fuzz-dir fuzz "$t" "$work/$t" "fuzz/corpus/$t" -- \
+	cargo +nightly fuzz run "${build[@]}" "$t" "$work/$t" "fuzz/corpus/$t" -- \
 		-max_total_time="$time_s" -rss_limit_mb=2048 -timeout=10 "${parallel[@]}" \
 		-print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$logf" 2>&1 || rc=$?
 	# the last status line: "#123 DONE cov: 1 ft: 2 corp: 3/4b ... exec/s: 5 ..."

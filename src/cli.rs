@@ -120,6 +120,14 @@ pub enum Command {
     /// Print, as JSON, what the running instance holds: the share group's GL objects,
     /// virglrenderer's contexts, open file descriptors and resident memory (leak checks).
     Objects,
+    /// The 3D worker of a guest with `3d=isolated` (started by scanway itself, its socket on
+    /// fd 3; not for use by hand).
+    #[command(name = "3d-worker", hide = true)]
+    Worker3d {
+        /// The guest it works for (for its log lines).
+        #[arg(long)]
+        guest: String,
+    },
     /// Show or hide the statistics overlay on every scanout window.
     Overlay {
         /// `on` shows the overlay (resource, format, flush rate, flush-to-present latency), `off` hides it.
@@ -175,8 +183,10 @@ pub struct RunArgs {
     /// Size (WxH pixels) every scanout reports to the guest as its preferred mode.
     #[arg(long, default_value = "1280x800")]
     pub guest_size: Size,
-    /// A guest: `NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=off]`; scanway listens on SOCKET for the
-    /// VMM's vhost-user connection. N scanouts (1 to 16, default 1) are reported enabled. With
+    /// A guest: `NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=on|off|isolated]`; scanway listens on
+    /// SOCKET for the VMM's vhost-user connection. N scanouts (1 to 16, default 1) are reported
+    /// enabled. `3d=isolated` runs the guest's virglrenderer in a worker process of its own
+    /// (a crash there loses only its 3D; one read-back copy per flush). With
     /// the VM's QMP socket (QEMU `-display dbus,p2p=yes -qmp unix:PATH,server=on,wait=off`),
     /// windows resize the guest and input reaches it; for a guest with virgl QEMU's D-Bus
     /// display needs `gl=on`: `-display dbus,p2p=yes,gl=on,rendernode=/dev/null` works with no
@@ -277,6 +287,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let control = cli.control.unwrap_or(default_control);
             crate::compositor::run(args.into_config(control))
         }
+        Command::Worker3d { guest } => crate::virtio::isolated::worker::main(&guest),
         Command::List { json } => {
             let reply = control::request(&control_path(cli.control)?, &Request::List)?;
             if json {

@@ -59,7 +59,22 @@ impl FromStr for Size {
     }
 }
 
-/// `NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=on|off]` from `--guest`.
+/// What 3D a guest gets (`3d=` of `--guest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Guest3d {
+    /// `3d=on` (default): virglrenderer in scanway's process, in the compositor's share group;
+    /// scanouts are sampled with zero copies.
+    #[default]
+    Shared,
+    /// `3d=isolated`: virglrenderer in a worker process of this guest's own
+    /// ([`crate::virtio::isolated`]); a crash there loses only this guest's 3D, and each
+    /// scanout flush costs one read-back copy.
+    Isolated,
+    /// `3d=off`: no virgl (QEMU's D-Bus display without gl=on needs that).
+    Off,
+}
+
+/// `NAME=SOCKET[,outputs=N][,qmp=PATH][,3d=on|off|isolated]` from `--guest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestSpec {
     /// The guest's name (letters, digits, `-`, `_`, `.`): how `scanway list`, `window`,
@@ -72,8 +87,8 @@ pub struct GuestSpec {
     pub outputs: u32,
     /// The VM's QMP socket: scanway links to QEMU's D-Bus display through it.
     pub qmp: Option<PathBuf>,
-    /// `3d=off`: offer this guest no virgl (QEMU's D-Bus display without gl=on needs that).
-    pub no_3d: bool,
+    /// `3d=`: shared (default), isolated or off.
+    pub three_d: Guest3d,
 }
 
 impl FromStr for GuestSpec {
@@ -87,7 +102,7 @@ impl FromStr for GuestSpec {
         let socket = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| format!("`{s}`: no socket path"))?;
         let mut outputs = 1;
         let mut qmp = None;
-        let mut no_3d = false;
+        let mut three_d = Guest3d::Shared;
         for opt in parts {
             match opt.split_once('=') {
                 Some(("outputs", n)) => {
@@ -98,11 +113,17 @@ impl FromStr for GuestSpec {
                         .ok_or_else(|| format!("`{opt}`: outputs is 1 to {MAX_OUTPUTS}"))?;
                 }
                 Some(("qmp", path)) if !path.is_empty() => qmp = Some(PathBuf::from(path)),
-                Some(("3d", v @ ("on" | "off"))) => no_3d = v == "off",
-                _ => return Err(format!("`{opt}`: unknown guest option (known: outputs=N, qmp=PATH, 3d=on|off)")),
+                Some(("3d", "on")) => three_d = Guest3d::Shared,
+                Some(("3d", "isolated")) => three_d = Guest3d::Isolated,
+                Some(("3d", "off")) => three_d = Guest3d::Off,
+                _ => {
+                    return Err(format!(
+                        "`{opt}`: unknown guest option (known: outputs=N, qmp=PATH, 3d=on|off|isolated)"
+                    ));
+                }
             }
         }
-        Ok(GuestSpec { name: name.to_string(), socket: PathBuf::from(socket), outputs, qmp, no_3d })
+        Ok(GuestSpec { name: name.to_string(), socket: PathBuf::from(socket), outputs, qmp, three_d })
     }
 }
 
@@ -143,11 +164,19 @@ mod tests {
         let g: GuestSpec = "vm1=/tmp/a.sock,outputs=2".parse().unwrap();
         assert_eq!(
             g,
-            GuestSpec { name: "vm1".into(), socket: "/tmp/a.sock".into(), outputs: 2, qmp: None, no_3d: false }
+            GuestSpec {
+                name: "vm1".into(),
+                socket: "/tmp/a.sock".into(),
+                outputs: 2,
+                qmp: None,
+                three_d: Guest3d::Shared
+            }
         );
         let g: GuestSpec = "vm1=/s,qmp=/q.sock".parse().unwrap();
         assert_eq!(g.qmp, Some("/q.sock".into()));
-        assert!("a=/s,3d=off".parse::<GuestSpec>().unwrap().no_3d);
+        assert_eq!("a=/s,3d=off".parse::<GuestSpec>().unwrap().three_d, Guest3d::Off);
+        assert_eq!("a=/s,3d=isolated".parse::<GuestSpec>().unwrap().three_d, Guest3d::Isolated);
+        assert!("a=/s,3d=maybe".parse::<GuestSpec>().is_err());
         let g: GuestSpec = "a=/s".parse().unwrap();
         assert_eq!(g.outputs, 1);
         for bad in ["a", "=/s", "a=", "a=/s,outputs=0", "a=/s,outputs=17", "a=/s,foo=1", "a b=/s"] {

@@ -21,14 +21,18 @@ use tracing::{info, warn};
 use vhost::vhost_user::{BackendReqHandler, Error as VhostError};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::virtio::renderer3d::Renderer3dStatus;
+
 use super::State;
 use crate::{
     compositor::qemu_ui::{QemuUi, UiLink},
-    run_config::GuestSpec,
+    run_config::{Guest3d, GuestSpec},
     scanout::GuestScanouts,
     virtio::{
         device::{GpuConfig, record::Recorder},
+        isolated::Isolated3d,
         vhost::{NUM_QUEUES, VhostUserGpu},
+        virgl3d::Virgl3d,
     },
 };
 
@@ -164,6 +168,49 @@ pub fn push_guest(
     index
 }
 
+/// Give guest `index` its 3D: `mode` ([`Guest3d`]) as far as this instance has it (no shared
+/// 3D without virglrenderer in the compositor; a worker that cannot start leaves the guest
+/// 2D-only, said once).
+pub fn enable_3d(state: &mut State, index: usize, mode: Guest3d) {
+    let Some(guest) = state.comp.guests.get(index) else { return };
+    match mode {
+        Guest3d::Off => {}
+        Guest3d::Shared => {
+            if let Some(shared) = state.comp.virgl.clone() {
+                lock(&guest.device).gpu_mut().enable_3d(Box::new(Virgl3d::new(shared)));
+            }
+        }
+        Guest3d::Isolated => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => return warn!(guest = %guest.name, "no 3D: scanway's own executable: {e}"),
+            };
+            let renderer = match Isolated3d::spawn(&guest.name, exe) {
+                Ok(r) => r,
+                Err(e) => return warn!(guest = %guest.name, "no 3D: {e:#}"),
+            };
+            // The source polls a descriptor of its own on the same epoll instance, which lives
+            // as long as either.
+            // SAFETY: the renderer owns the descriptor, alive during this call.
+            let wake = unsafe { BorrowedFd::borrow_raw(renderer.wake_fd()) }.try_clone_to_owned();
+            lock(&guest.device).gpu_mut().enable_3d(Box::new(renderer));
+            let inserted = wake.map_err(anyhow::Error::from).and_then(|fd| {
+                state
+                    .comp
+                    .loop_handle
+                    .insert_source(Generic::new(fd, Interest::READ, Mode::Level), move |_, _, state| {
+                        state.comp.worker_event(index);
+                        Ok(PostAction::Continue)
+                    })
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            });
+            if let Err(e) = inserted {
+                warn!(guest = %guest.name, "3D worker source: {e:#}");
+            }
+        }
+    }
+}
+
 /// Serve the VMM connection `stream` as guest `index` (refused when one is attached already).
 pub fn accept(state: &mut State, index: usize, stream: UnixStream) {
     let Some(guest) = state.comp.guests.get_mut(index) else { return };
@@ -290,6 +337,10 @@ fn disconnect(state: &mut State, index: usize) {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     info!(guest = %guest.name, "VMM disconnected; resources freed");
+    let notice = three_d_notice(lock(&guest.device).gpu());
+    for window in guest.scanouts.windows() {
+        window.with_decoration(|d| d.notice = notice.clone());
+    }
     println!("scanway: guest {} disconnected", guest.name);
     for window in unmapped {
         // it comes back where it was when a VMM connects again, but loses focus and fullscreen
@@ -297,4 +348,16 @@ fn disconnect(state: &mut State, index: usize) {
         comp.forget_window(&crate::compositor::element::WindowElement::Scanout(window));
     }
     comp.queue_redraw();
+}
+
+/// The notice a guest's windows show about its 3D: a lost isolated worker, until the VMM
+/// reconnects and a new one runs.
+pub fn three_d_notice(gpu: &crate::virtio::device::Gpu) -> Option<String> {
+    match gpu.renderer_status()? {
+        Renderer3dStatus::Isolated(w) if !w.running => Some(format!(
+            "3D worker gone ({}): 3D is off until the VM restarts",
+            w.reason.as_deref().unwrap_or("unknown")
+        )),
+        _ => None,
+    }
 }

@@ -262,14 +262,33 @@ impl Comp {
     }
 
     /// Hand the fences virglrenderer retired to every guest: their deferred responses go out.
+    /// Guests with an isolated 3D worker take their own fences (some may have arrived with
+    /// the replies of the commands just run).
     pub fn dispatch_fences(&mut self) {
-        let Some(shared) = self.virgl.as_ref() else { return };
-        let fences = shared.virgl.drain_fences();
-        if fences.is_empty() {
-            return;
-        }
+        let fences = self.virgl.as_ref().map(|shared| shared.virgl.drain_fences()).unwrap_or_default();
         for guest in &self.guests {
             lock(&guest.device).retire_fences(&fences);
+        }
+    }
+
+    /// Guest `index`'s 3D worker sent something (fences) or went away: answer the fenced
+    /// commands, and show a lost worker on the guest's windows.
+    pub fn worker_event(&mut self, index: usize) {
+        let Some(guest) = self.guests.get(index) else { return };
+        let notice = {
+            let mut device = lock(&guest.device);
+            device.retire_fences(&[]);
+            guests::three_d_notice(device.gpu())
+        };
+        let mut changed = false;
+        for window in guest.scanouts.windows() {
+            window.with_decoration(|d| {
+                changed |= d.notice != notice;
+                d.notice = notice.clone();
+            });
+        }
+        if changed {
+            self.queue_redraw();
         }
     }
 

@@ -128,8 +128,8 @@ impl Comp {
     /// Upload every guest's pending flushed regions into their textures.
     pub(super) fn upload_scanouts(&mut self, renderer: &mut GlesRenderer) {
         for guest in &mut self.guests {
-            let device = lock(&guest.device);
-            guest.scanouts.upload(renderer, device.gpu());
+            let mut device = lock(&guest.device);
+            guest.scanouts.upload(renderer, device.gpu_mut());
         }
     }
 
@@ -153,7 +153,7 @@ impl Comp {
                         size.h,
                         stats.flush_rate,
                         if window.zero_copy() { 0 } else { 1 },
-                        if window.zero_copy() { "zero-copy" } else { "copied" },
+                        window.path(),
                         ms(stats.latency_p50_ms),
                         ms(stats.latency_p99_ms),
                     )

@@ -37,7 +37,7 @@ impl Comp {
                             "resource_id": scanout.resource_id, "format": format,
                             "flush_count": scanout.flush_count,
                             "uploads": window.map_or(0, ScanoutWindow::uploads),
-                            "path": if window.is_some_and(ScanoutWindow::zero_copy) { "zero-copy" } else { "copied" },
+                            "path": window.map_or("copied", ScanoutWindow::path),
                             "copies_per_frame": if window.is_some_and(ScanoutWindow::zero_copy) { 0 } else { 1 },
                             "title": window.map(ScanoutWindow::title),
                             "cursor": scanout.cursor.as_ref().map(|c| json!({
@@ -76,6 +76,7 @@ impl Comp {
                     "ui": ui,
                     "host_memory": gpu.host_memory_used(),
                     "faults": gpu.faults(),
+                    "3d": three_d_json(gpu),
                     "scanouts": scanouts, "resources": resources,
                 })
             })
@@ -271,4 +272,23 @@ fn screenshot<E: RenderElement<GlesRenderer>>(
     renderer::write_png(path, size.w as u32, size.h as u32, &rgba)?;
     info!("screenshot {}x{} -> {}", size.w, size.h, path.display());
     Ok(())
+}
+
+/// A guest's 3D for `scanway list`: `"off"`, `{"mode": "shared"}` (sampled in place, zero
+/// copies) or `{"mode": "isolated", "worker": {...}}` with the worker's pid, state, restarts,
+/// losses and read-back copies (count and bytes).
+fn three_d_json(gpu: &crate::virtio::device::Gpu) -> Value {
+    use crate::virtio::renderer3d::Renderer3dStatus;
+    match gpu.renderer_status() {
+        None => json!("off"),
+        Some(Renderer3dStatus::Shared) => json!({"mode": "shared", "scanout_path": "zero-copy"}),
+        Some(Renderer3dStatus::Isolated(w)) => json!({
+            "mode": "isolated",
+            "scanout_path": "read-back",
+            "worker": {
+                "pid": w.pid, "running": w.running, "restarts": w.restarts, "lost": w.lost,
+                "reason": w.reason, "read_backs": w.read_backs, "read_back_bytes": w.read_back_bytes,
+            },
+        }),
+    }
 }

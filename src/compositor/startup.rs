@@ -30,10 +30,7 @@ use super::{
 };
 use crate::{
     run_config::{BackendKind, RunConfig},
-    virtio::{
-        device::GpuConfig,
-        virgl3d::{Virgl3d, VirglShared},
-    },
+    virtio::{device::GpuConfig, virgl3d::VirglShared},
 };
 
 /// `scanway run`: start the compositor and serve the guests until SIGTERM/SIGINT or the window
@@ -73,9 +70,8 @@ pub fn run(args: RunConfig) -> anyhow::Result<()> {
         let config =
             GpuConfig { num_scanouts: spec.outputs, name: spec.name.clone(), ..state.comp.guest_template.clone() };
         let index = guests::add_guest(&mut state, spec, config)?;
-        if let (Some(shared), Some(guest), false) = (state.comp.virgl.clone(), state.comp.guests.get(index), spec.no_3d)
-        {
-            lock(&guest.device).gpu_mut().enable_3d(Box::new(Virgl3d::new(shared)));
+        if !args.no_3d {
+            guests::enable_3d(&mut state, index, spec.three_d);
         }
     }
 

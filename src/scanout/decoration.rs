@@ -112,9 +112,12 @@ pub struct DecorationState {
     pub color: [f32; 4],
     /// Statistics overlay text, when the overlay is on.
     pub overlay: Option<String>,
+    /// A notice shown over the content whatever the overlay says (a lost 3D worker).
+    pub notice: Option<String>,
     bar_id: Id,
     title: TextTexture,
     stats: TextTexture,
+    notice_text: TextTexture,
 }
 
 impl Default for DecorationState {
@@ -124,9 +127,11 @@ impl Default for DecorationState {
             focused: false,
             color: [0.5, 0.5, 0.5, 1.0],
             overlay: None,
+            notice: None,
             bar_id: Id::new(),
             title: TextTexture::default(),
             stats: TextTexture::default(),
+            notice_text: TextTexture::default(),
         }
     }
 }
@@ -153,6 +158,13 @@ impl DecorationState {
     ) -> (Vec<DecorationElement>, Vec<DecorationElement>) {
         let mut over = Vec::new();
         let mut under = Vec::new();
+        if let Some(text) = self.notice.clone() {
+            // below the overlay's lines: both stay readable
+            let at = Point::from((content.x + 8, content.y + 8 + 16 * 4));
+            if let Some(e) = self.notice_text.element(renderer, &text, [255, 255, 255, 255], [160, 0, 0, 230], at) {
+                over.push(DecorationElement::Text(e));
+            }
+        }
         if let Some(text) = self.overlay.clone() {
             let at = Point::from((content.x + 8, content.y + 8));
             if let Some(e) = self.stats.element(renderer, &text, [255, 255, 255, 255], [0, 0, 0, 190], at) {

@@ -61,6 +61,9 @@ pub struct ResourceTexture {
     uploads: u64,
     /// For a virgl resource: virglrenderer's texture, sampled directly (zero copies).
     virgl: Option<ResourceInfo>,
+    /// For a virgl resource of an isolated 3D worker: flushed rectangles are read back
+    /// ([`Gpu::read_back`]) and uploaded.
+    read_back: bool,
 }
 
 impl ResourceTexture {
@@ -77,6 +80,24 @@ impl ResourceTexture {
             id: Id::new(),
             uploads: 0,
             virgl: None,
+            read_back: false,
+        }
+    }
+
+    /// A virgl resource whose texture is in another process: read back, then uploaded as is
+    /// (its bytes are the resource format's, which is one GLES takes for every format guests
+    /// scan out).
+    fn new_read_back(resource: &Resource) -> Self {
+        ResourceTexture { read_back: true, shadow: None, ..ResourceTexture::new(resource) }
+    }
+
+    /// How the pixels reach the texture: `zero-copy` (sampled in place), `read-back` (from an
+    /// isolated 3D worker, then uploaded) or `copied` (uploaded from scanway's copy).
+    pub fn path(&self) -> &'static str {
+        match (self.virgl.is_some(), self.read_back) {
+            (true, _) => "zero-copy",
+            (false, true) => "read-back",
+            (false, false) => "copied",
         }
     }
 
@@ -133,15 +154,33 @@ impl ResourceTexture {
             self.damage.add([buffer_rect(rect)]);
             return;
         }
-        let size: Size<i32, Buffer> = (clamp_i32(self.width), clamp_i32(self.height)).into();
-        let region = buffer_rect(rect);
-        let data: &[u8] = match self.shadow.as_mut() {
+        // (taken out while its bytes are uploaded, so that `self` can be borrowed)
+        let mut shadow = self.shadow.take();
+        let data: &[u8] = match shadow.as_mut() {
             None => &resource.data,
             Some(shadow) => {
                 convert_rect(resource, rect, shadow);
                 shadow
             }
         };
+        self.upload_bytes(renderer, rect, data);
+        self.shadow = shadow;
+    }
+
+    /// Read the pending region back from the worker of 3D resource `id` and upload it. A
+    /// worker that is gone reads nothing: the last picture stays.
+    fn upload_read_back(&mut self, renderer: &mut GlesRenderer, gpu: &mut Gpu, id: u32) {
+        let Some(rect) = self.pending.take() else { return };
+        let Some(rect) = rect.intersect(&Rect::new(0, 0, self.width, self.height)) else { return };
+        let Some(data) = gpu.read_back(id, rect) else { return };
+        self.upload_bytes(renderer, rect, data);
+    }
+
+    /// Upload `rect` of `data` (laid out as the whole texture, width * 4 bytes a row), creating
+    /// the texture on first use.
+    fn upload_bytes(&mut self, renderer: &mut GlesRenderer, rect: Rect, data: &[u8]) {
+        let size: Size<i32, Buffer> = (clamp_i32(self.width), clamp_i32(self.height)).into();
+        let region = buffer_rect(rect);
         let result = match &self.texture {
             Some(tex) => renderer.update_memory(tex, data, region),
             None => renderer.import_memory(data, self.fourcc, size, false).map(|tex| {
@@ -455,6 +494,11 @@ impl ScanoutWindow {
         self.0.borrow().texture.as_ref().is_some_and(|t| t.borrow().zero_copy())
     }
 
+    /// How its pixels reach the screen ([`ResourceTexture::path`]; `copied` with no resource).
+    pub fn path(&self) -> &'static str {
+        self.0.borrow().texture.as_ref().map_or("copied", |t| t.borrow().path())
+    }
+
     /// Render elements, topmost first: the cursor, then the scanout picture, placed and scaled
     /// as [`ScanoutWindow::placement`] says. `location` is the window content's top-left corner
     /// on the output (physical pixels).
@@ -698,8 +742,9 @@ impl GuestScanouts {
             .textures
             .entry(resource_id)
             .or_insert_with(|| {
-                let tex = match resource.is_3d().then(|| gpu.virgl_texture(resource_id)).flatten() {
-                    Some(info) => ResourceTexture::new_virgl(resource, info),
+                let tex = match resource.is_3d().then(|| gpu.virgl_texture(resource_id)) {
+                    Some(Some(info)) => ResourceTexture::new_virgl(resource, info),
+                    Some(None) => ResourceTexture::new_read_back(resource),
                     None => ResourceTexture::new(resource),
                 };
                 Rc::new(RefCell::new(tex))
@@ -718,13 +763,16 @@ impl GuestScanouts {
     }
 
     /// Upload every pending flushed region of the scanned-out resources from `gpu`'s host copies.
-    pub fn upload(&mut self, renderer: &mut GlesRenderer, gpu: &Gpu) {
+    /// 3D resources of an isolated worker are read back from it first.
+    pub fn upload(&mut self, renderer: &mut GlesRenderer, gpu: &mut Gpu) {
         for (&resource_id, tex) in &self.textures {
             let mut tex = tex.borrow_mut();
             if tex.pending.is_none() {
                 continue;
             }
-            if let Some(resource) = gpu.resource(resource_id) {
+            if tex.read_back {
+                tex.upload_read_back(renderer, gpu, resource_id);
+            } else if let Some(resource) = gpu.resource(resource_id) {
                 tex.upload(renderer, resource);
             }
         }

@@ -9,6 +9,7 @@ pub mod backing;
 pub mod device;
 pub mod edid;
 pub mod format;
+pub mod isolated;
 pub mod protocol;
 pub mod renderer3d;
 #[cfg(test)]

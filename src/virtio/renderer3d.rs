@@ -38,6 +38,21 @@ pub enum Error3d {
     /// The renderer failed (`ERR_UNSPEC`).
     #[error("virglrenderer failed")]
     Renderer(#[source] VirglError),
+    /// An isolated 3D worker refused or failed the command (its error, as it reported it):
+    /// `ERR_INVALID_PARAMETER` for a refusal, else `ERR_UNSPEC`.
+    #[error("3D worker: {message}")]
+    Worker {
+        /// The worker's [`Error3d::fault_name`].
+        fault: &'static str,
+        /// The resource, context or capset id of the error (0: none).
+        id: u32,
+        /// Its text.
+        message: String,
+    },
+    /// The guest's isolated 3D worker is gone (crashed, killed, wedged or broke the protocol)
+    /// until the VMM reconnects (`ERR_UNSPEC`).
+    #[error("the 3D worker is gone")]
+    WorkerGone,
 }
 
 impl Error3d {
@@ -53,13 +68,15 @@ impl Error3d {
             Error3d::Stream(_) => "StreamRefused",
             Error3d::Refused(_) => "VirglRefused",
             Error3d::Renderer(_) => "VirglFailed",
+            Error3d::Worker { fault, .. } => fault,
+            Error3d::WorkerGone => "WorkerGone",
         }
     }
 }
 
 /// A fence created on the host for a guest's fenced command; the device holds the command's
 /// response until a retired [`Fence`] the renderer reports [retires](HostFence::retired_by) it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HostFence {
     /// A global fence (`virgl_renderer_create_fence`): retires in creation order.
     Global(u32),
@@ -91,7 +108,7 @@ impl HostFence {
 }
 
 /// What `GET_CAPSET_INFO` (5.7.6.9) answers for one capset index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CapsetInfo {
     /// Capset id (`VIRTIO_GPU_CAPSET_VIRGL` 1, `VIRTIO_GPU_CAPSET_VIRGL2` 2, ...).
     pub id: u32,
@@ -103,7 +120,7 @@ pub struct CapsetInfo {
 
 /// One `TRANSFER_TO_HOST_3D` / `TRANSFER_FROM_HOST_3D` (5.7.6.9), or a `TRANSFER_TO_HOST_2D`
 /// into a 3D resource, between a resource and its attached backing, in guest ids.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transfer3d {
     /// Guest resource id (a live 3D resource of the device).
     pub resource: u32,
@@ -138,7 +155,7 @@ pub trait Renderer3d: std::fmt::Debug {
 
     /// `GET_CAPSET`: the bytes of capset `id` at `version` (as many as its `max_size`); `None`
     /// for an unknown id, a version above the highest, or a capset too large to answer.
-    fn capset(&self, id: u32, version: u32) -> Option<Vec<u8>>;
+    fn capset(&mut self, id: u32, version: u32) -> Option<Vec<u8>>;
 
     /// `CTX_CREATE`: guest context `ctx` on capset `capset` (the low 8 bits of `context_init`;
     /// 0: the renderer's default), `name` the guest's debug name. Errors: context 0 or one that
@@ -207,4 +224,94 @@ pub trait Renderer3d: std::fmt::Debug {
     /// Device reset or guest disconnect: destroy every context and resource of this guest
     /// (their backings are detached).
     fn reset(&mut self);
+
+    /// The guest's memory after a `SET_MEM_TABLE`: every region mapped now (earlier ones stay
+    /// mapped until [`Renderer3d::reset`]). In-process renderers use the host iovecs directly
+    /// and ignore it; an isolated worker maps the regions itself.
+    fn set_guest_memory(&mut self, _regions: &[HostRegion<'_>]) {}
+
+    /// The fences this renderer retired through a channel of its own (an isolated worker),
+    /// taken; `None` for a renderer whose fences come through the process-wide virglrenderer
+    /// (handed to every guest by the compositor).
+    fn own_fences(&mut self) -> Option<Vec<Fence>> {
+        None
+    }
+
+    /// A descriptor that becomes readable when [`Renderer3d::own_fences`] may have something
+    /// (or the renderer's state changed); `None`: nothing to poll.
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Copy `rect` of 3D resource `res` (level 0) into a buffer laid out as the whole resource
+    /// and return that buffer (`rect.stride * rect.rows` bytes; only `rect` is current), for
+    /// renderers whose textures the compositor cannot sample ([`Renderer3d::resource_info`]
+    /// is `None`). `None`: not available (in-process renderers, an unknown resource, a worker
+    /// that is gone).
+    fn read_back(&mut self, _res: u32, _rect: ReadBack) -> Option<&[u8]> {
+        None
+    }
+
+    /// What runs this guest's 3D, for `scanway list` and the overlay.
+    fn status(&self) -> Renderer3dStatus {
+        Renderer3dStatus::Shared
+    }
+}
+
+/// One region of guest memory as this process maps it (from `SET_MEM_TABLE`).
+#[derive(Debug, Clone, Copy)]
+pub struct HostRegion<'a> {
+    /// Host address of the region's first byte here.
+    pub host: usize,
+    /// Length, bytes.
+    pub len: u64,
+    /// The VMM's descriptor of the memory.
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    /// Where the region starts in `fd`, bytes.
+    pub fd_offset: u64,
+}
+
+/// A box to read back and the buffer it goes into ([`Renderer3d::read_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Left column of the box, pixels.
+    pub x: u32,
+    /// Top row of the box, pixels.
+    pub y: u32,
+    /// Width of the box, pixels.
+    pub width: u32,
+    /// Height of the box, pixels.
+    pub height: u32,
+    /// Bytes per row of the buffer (the resource's width times 4).
+    pub stride: u32,
+    /// Rows of the buffer (the resource's height).
+    pub rows: u32,
+}
+
+/// Where a guest's 3D runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renderer3dStatus {
+    /// In scanway's process, in the compositor's share group: scanouts sampled in place.
+    Shared,
+    /// In a worker process of its own; scanouts read back and uploaded.
+    Isolated(WorkerStatus),
+}
+
+/// An isolated 3D worker's state and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// Process id of the current (or last) worker.
+    pub pid: Option<u32>,
+    /// Whether it is running.
+    pub running: bool,
+    /// Workers started after the first (on reconnects after one was lost).
+    pub restarts: u32,
+    /// Workers lost (crashed, killed, wedged, broke the protocol).
+    pub lost: u32,
+    /// Why the last one was lost, with its exit status.
+    pub reason: Option<String>,
+    /// Read-backs of scanout rectangles (copies).
+    pub read_backs: u64,
+    /// Bytes read back.
+    pub read_back_bytes: u64,
 }

@@ -235,8 +235,12 @@ impl VhostUserGpu {
 
     /// Answer the deferred (fenced) responses whose fences virglrenderer retired, and signal the
     /// guest if any were added to the control queue.
-    pub fn retire_fences(&mut self, fences: &[crate::renderer::virgl::Fence]) {
-        if self.gpu.pending_fences() == 0 {
+    /// `shared` are the process-wide virglrenderer's fences; a guest whose 3D runs in a
+    /// worker takes its own instead ([`Gpu::own_fences`]).
+    pub fn retire_fences(&mut self, shared: &[crate::renderer::virgl::Fence]) {
+        let own = self.gpu.own_fences();
+        let fences = own.as_deref().unwrap_or(shared);
+        if fences.is_empty() || self.gpu.pending_fences() == 0 {
             return;
         }
         let Some(mem) = self.mem.as_ref() else { return };
@@ -366,6 +370,9 @@ impl VhostUserBackendReqHandlerMut for VhostUserGpu {
             }
         }
         self.mappings = mappings;
+        if let Some(mem) = &self.mem {
+            self.gpu.set_guest_memory(mem);
+        }
         Ok(None)
     }
 

@@ -92,6 +92,35 @@ impl Virgl3d {
     pub fn host_resource(&self, res: u32) -> Option<u32> {
         self.resources.get(&res).map(|r| r.host)
     }
+
+    /// Copy the box `(x, y, width, height)` (pixels) of level 0 of guest resource `res` into
+    /// `iov` at byte `offset`, rows `stride` bytes apart (a `TRANSFER_FROM_HOST` into memory
+    /// that is not the guest's: an isolated worker's read-back buffer). Errors: an unknown
+    /// resource, a box virglrenderer refuses.
+    ///
+    /// # Safety
+    /// Every iovec must describe writable memory not aliased by Rust references.
+    pub unsafe fn read_into(
+        &mut self,
+        res: u32,
+        (x, y, width, height): (u32, u32, u32, u32),
+        stride: u32,
+        offset: u64,
+        iov: &mut [libc::iovec],
+    ) -> Result<(), Error3d> {
+        let host = self.host_resource(res).ok_or(Error3d::Resource(res))?;
+        let t = Transfer {
+            resource_id: host,
+            ctx_id: 0,
+            level: 0,
+            stride,
+            layer_stride: 0,
+            bbox: crate::renderer::virgl::Box3d { x, y, z: 0, w: width, h: height, d: 1 },
+            offset,
+        };
+        // SAFETY: forwarded contract.
+        unsafe { self.virgl().transfer_read_into(&t, iov) }.map_err(Error3d::Refused)
+    }
 }
 
 /// The trait's docs say what each command does; notes here are virglrenderer's part.
@@ -113,7 +142,7 @@ impl Renderer3d for Virgl3d {
     }
 
     /// Zero-filled to the capset's size; at most 64 KiB.
-    fn capset(&self, id: u32, version: u32) -> Option<Vec<u8>> {
+    fn capset(&mut self, id: u32, version: u32) -> Option<Vec<u8>> {
         let (max_version, size) = match id {
             crate::renderer::virgl::CAPSET_VIRGL | crate::renderer::virgl::CAPSET_VIRGL2 => {
                 self.virgl().capset_info(id)

@@ -2,6 +2,9 @@
 a 2D one."""
 
 import harness as H
+import os
+import signal
+
 from harness import BOOT, CaseFailure, Skip
 from cases_display import assert_scanout, output_check, scanout_info, size_of  # noqa: F401
 
@@ -106,3 +109,68 @@ def case_gles_pattern(ctx):
     detail = output_check(ctx, b, g)
     ctx.finish(b, g)
     return f"{wh} through virgl, zero-copy, scanout exact, {detail}"
+
+
+def worker_of(listing, name):
+    """The isolated 3D worker entry of guest `name` in a listing."""
+    three_d = H.guest_entry(listing, name).get("3d")
+    if not isinstance(three_d, dict) or three_d.get("mode") != "isolated":
+        raise CaseFailure(f"{name}: 3D is not isolated: {three_d}")
+    return three_d["worker"]
+
+
+def gles_pattern_read_back(ctx, b, g, name, tag):
+    """gles-pattern of guest `name` rendered by its worker, read back: path read-back, exact."""
+    line = g.wait_ready(ctx.deadline.left(BOOT + 60))
+    if "virgl" not in line:
+        raise CaseFailure(f"{name}: not rendered through virgl: {line}")
+    wh = size_of(line)
+    H.wait_flushed(ctx, b, name, 0, size=wh, ok=lambda s: s.get("path") == "read-back",
+                   what=f"{name}: the render target (read back) on scanout 0")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout(name, 0, p, g), ctx.dir / f"{name}-{tag}.png", size=wh)
+    return wh
+
+
+def case_isolated_3d(ctx):
+    """A guest with 3d=isolated: its virglrenderer runs in a worker process; its gles-pattern
+    picture comes back read back, pixel-exact. SIGKILL of that worker loses only that guest's
+    3D (its window says so; a kmscube guest on the shared renderer keeps drawing, scanway keeps
+    running); a new VM on the same socket gets a new worker and an exact picture again."""
+    if ctx.c_mode:
+        raise Skip("needs scanway (virgl)")
+    rootfs = H.build_rootfs_3d()
+    b = ctx.backend({"iso": 1, "cube": 1}, isolated=("iso",), size="2560x1080")
+    cube = start_kmscube(ctx, "cube", rootfs)
+    g = ctx.guest("iso", "iso", "gles-pattern", rootfs=rootfs, mem="1G")
+    b.connected("iso")
+    wh = gles_pattern_read_back(ctx, b, g, "iso", "first")
+    details = [f"{wh} read back exact"]
+    check_cube(ctx, b, cube, "cube")
+    w = worker_of(b.list("running"), "iso")
+    if not w.get("running") or not w.get("pid") or not w.get("read_backs"):
+        raise CaseFailure(f"iso: worker not running or nothing read back: {w}")
+    details.append(f"worker pid {w['pid']}, {w['read_backs']} read-backs")
+
+    os.kill(w["pid"], signal.SIGKILL)
+    gone = H.wait_until(ctx, "iso's worker seen gone", lambda: (
+        lambda w: (not w.get("running"), w))(worker_of(b.list(quiet=True), "iso")), timeout=20)
+    if gone.get("lost") != 1 or "SIGKILL" not in (gone.get("reason") or "") and "9" not in (gone.get("reason") or ""):
+        raise CaseFailure(f"iso: worker loss not reported as a SIGKILL: {gone}")
+    details.append(f"worker killed: {gone.get('reason')}")
+    # the shared guest keeps drawing
+    mark = H.mark_of(b, "cube", 0)
+    H.wait_flushed(ctx, b, "cube", 0, since=mark, what="cube flushing after iso's worker died")
+    details.append("shared kmscube guest kept drawing")
+
+    g.kill_qemu()
+    b.disconnected("iso")
+    b.rearm("iso")
+    g2 = ctx.guest("iso-2", "iso", "gles-pattern", rootfs=rootfs, mem="1G")
+    b.connected("iso", nth=2)
+    gles_pattern_read_back(ctx, b, g2, "iso", "again")
+    w2 = worker_of(b.list("again"), "iso")
+    if not w2.get("running") or w2.get("restarts") != 1 or w2.get("pid") == w["pid"]:
+        raise CaseFailure(f"iso: no new worker after the VM restarted: {w2}")
+    details.append(f"VM restarted: new worker pid {w2['pid']}, exact again")
+    ctx.finish(b, g2, cube)
+    return "; ".join(details)

@@ -465,15 +465,17 @@ class Ctx:
         """The QMP socket of guest `tag` (see Guest)."""
         return self.tmp / f"qmp-{tag}.sock"
 
-    def backend(self, guests, ui=(), ui_3d=(), no_3d=(), **kw):
+    def backend(self, guests, ui=(), ui_3d=(), no_3d=(), isolated=(), **kw):
         """Start the backend for {name: outputs}; returns it once it listens.  Guests named in
         `ui` are linked to their QEMU's D-Bus display (QMP of the guest tagged like the name;
         start those guests with dbus=True) and get no 3D; guests in `ui_3d` are linked the
-        same way and keep 3D (start them with dbus="gl"); guests in `no_3d` get no 3D and no link."""
+        same way and keep 3D (start them with dbus="gl"); guests in `no_3d` get no 3D and no link;
+        guests in `isolated` get their 3D in a worker process (3d=isolated)."""
         spec = {n: (self.sock(n), outputs) for n, outputs in guests.items()}
         extra = {n: f",qmp={self.qmp(n)},3d=off" for n in ui}
         extra.update({n: f",qmp={self.qmp(n)}" for n in ui_3d})
         extra.update({n: ",3d=off" for n in no_3d})
+        extra.update({n: ",3d=isolated" for n in isolated})
         if extra:
             kw["extra"] = extra
         if self.c_mode:  # kw (output size, winit) only concerns scanway

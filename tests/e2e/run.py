@@ -35,7 +35,7 @@ import harness as H  # noqa: E402
 import desktop  # noqa: E402  (the desktop-* cases)
 from harness import CaseFailure, Skip  # noqa: E402
 from libvirt_case import case_libvirt  # noqa: E402  (the libvirt case)
-from cases_3d import case_gles_pattern, case_kmscube, case_kmscube_two  # noqa: E402
+from cases_3d import case_gles_pattern, case_isolated_3d, case_kmscube, case_kmscube_two  # noqa: E402
 from cases_hostile import case_bad_streams  # noqa: E402
 from cases_display import (  # noqa: E402
     case_animate, case_edid, case_fbpattern, case_multihead, case_pattern, case_pattern_1024, case_pattern_1920,
@@ -65,6 +65,7 @@ CASES = [
     ("kmscube", case_kmscube, 300),
     ("gles-pattern", case_gles_pattern, 300),
     ("kmscube-two-guests", case_kmscube_two, 400),
+    ("isolated-3d", case_isolated_3d, 400),
     ("bad-streams", case_bad_streams, 400),
     ("tty", case_tty, 400),
     ("libvirt", case_libvirt, 480),

@@ -551,6 +551,32 @@ impl Virgl {
         check("transfer_read_iov", code)
     }
 
+    /// Copies a region of the resource into `iov` instead of its backing.
+    ///
+    /// # Safety
+    /// Every iovec must describe writable memory not aliased by Rust references.
+    pub unsafe fn transfer_read_into(&self, t: &Transfer, iov: &mut [libc::iovec]) -> Result<(), VirglError> {
+        let count = c_int::try_from(iov.len()).map_err(|_| VirglError::InvalidArgument("iovec count"))?;
+        let mut bbox = t.bbox;
+        self.ensure_virgl_current();
+        // SAFETY: the iovecs are the caller's promise; virglrenderer checks the box against the
+        // resource and the iovecs' total length.
+        let code = unsafe {
+            ffi::virgl_renderer_transfer_read_iov(
+                t.resource_id,
+                t.ctx_id,
+                t.level,
+                t.stride,
+                t.layer_stride,
+                &mut bbox,
+                t.offset,
+                iov.as_mut_ptr(),
+                count,
+            )
+        };
+        check("transfer_read_iov", code)
+    }
+
     /// Queues a fence on virglrenderer's global timeline (context 0). virglrenderer 0.10.4 takes
     /// a 32-bit id here (`int client_fence_id`; QEMU truncates the 64-bit virtio fence id). All
     /// guests share this one timeline and its fences are merged, so give it a host-side

@@ -25,7 +25,7 @@ pub const FENCE_FLAG_MERGEABLE: u32 = 1 << 0;
 /// Arguments of `virgl_renderer_resource_create` (`struct virgl_renderer_resource_create_args`);
 /// the fields are those of virtio-gpu's `RESOURCE_CREATE_3D`, in the same order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceCreate3d {
     /// Resource id (host id space: process-wide, not 0).
     pub handle: u32,
@@ -53,7 +53,7 @@ pub struct ResourceCreate3d {
 
 /// A 3D box in pixels (`struct virgl_box` of `virgl_hw.h`): origin `x, y, z`, size `w, h, d`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Box3d {
     /// Left edge, pixels.
     pub x: u32,
@@ -116,7 +116,7 @@ pub struct ResourceInfo {
 /// Fences of one timeline retire in order; with mergeable fences (all global fences are) only
 /// the last of a run is reported, so a reported id means every earlier fence of the same
 /// timeline is done too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Fence {
     /// Context of a per-context fence; 0 for a global fence.
     pub ctx_id: u32,

@@ -72,7 +72,13 @@ impl From<&Error3d> for GuestError {
             Error3d::Resource(_) => GuestError::UnknownResource,
             Error3d::Context(_) => GuestError::InvalidContext,
             Error3d::Capset(_) | Error3d::NoBacking | Error3d::Stream(_) | Error3d::Refused(_) => GuestError::Invalid3d,
-            Error3d::Renderer(_) => GuestError::Renderer3d,
+            Error3d::Renderer(_) | Error3d::WorkerGone => GuestError::Renderer3d,
+            Error3d::Worker { fault, .. } => match *fault {
+                "VirglFailed" | "MapFailed" | "NoReadBack" | "WorkerError" => GuestError::Renderer3d,
+                "UnknownResource3d" => GuestError::UnknownResource,
+                "InvalidContext" => GuestError::InvalidContext,
+                _ => GuestError::Invalid3d,
+            },
         }
     }
 }

@@ -44,7 +44,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemory, Le32, Permissions}
 use super::edid;
 use super::format::Format;
 use super::protocol::*;
-use super::renderer3d::{Error3d, HostFence, Renderer3d, Transfer3d};
+use super::renderer3d::{Error3d, HostFence, HostRegion, ReadBack, Renderer3d, Renderer3dStatus, Transfer3d};
 use crate::renderer::virgl::{Box3d, Fence, ResourceCreate3d as VirglCreate3d, ResourceInfo};
 
 mod cursor;

@@ -28,6 +28,64 @@ impl Gpu {
         self.renderer.as_ref()?.resource_info(resource_id)
     }
 
+    /// Tell the renderer the guest's memory after a `SET_MEM_TABLE` (an isolated worker maps
+    /// the regions itself; see [`Renderer3d::set_guest_memory`]). Regions without a file
+    /// descriptor are left out.
+    pub fn set_guest_memory(&mut self, mem: &vm_memory::GuestMemoryMmap) {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+        let Some(renderer) = self.renderer.as_mut() else { return };
+        let regions: Vec<HostRegion<'_>> = mem
+            .iter()
+            .filter_map(|r| {
+                let file = r.file_offset()?;
+                Some(HostRegion {
+                    host: r.as_ptr() as usize,
+                    len: r.len(),
+                    fd: std::os::fd::AsFd::as_fd(file.file()),
+                    fd_offset: file.start(),
+                })
+            })
+            .collect();
+        renderer.set_guest_memory(&regions);
+    }
+
+    /// The fences retired by a renderer with a channel of its own ([`Renderer3d::own_fences`]);
+    /// `None` without one (or without 3D).
+    pub fn own_fences(&mut self) -> Option<Vec<Fence>> {
+        self.renderer.as_mut()?.own_fences()
+    }
+
+    /// The renderer's descriptor to poll ([`Renderer3d::wake_fd`]).
+    pub fn renderer_wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.renderer.as_ref()?.wake_fd()
+    }
+
+    /// What runs this guest's 3D; `None` without 3D.
+    pub fn renderer_status(&self) -> Option<Renderer3dStatus> {
+        Some(self.renderer.as_ref()?.status())
+    }
+
+    /// The pixels of `rect` of 3D resource `resource_id` for a renderer whose textures the
+    /// compositor cannot sample ([`Renderer3d::read_back`]): a buffer laid out as the whole
+    /// resource (width * 4 bytes a row). `None` for a 2D or unknown resource, a rectangle
+    /// outside it, or a renderer that cannot.
+    pub fn read_back(&mut self, resource_id: u32, rect: Rect) -> Option<&[u8]> {
+        let r = self.resources.get(&resource_id).filter(|r| r.is_3d())?;
+        let (right, bottom) = (rect.checked_right()?, rect.checked_bottom()?);
+        if right > r.width || bottom > r.height || rect.width == 0 || rect.height == 0 {
+            return None;
+        }
+        let rb = ReadBack {
+            x: rect.x,
+            y: rect.y,
+            width: rect.width,
+            height: rect.height,
+            stride: r.width.checked_mul(4)?,
+            rows: r.height,
+        };
+        self.renderer.as_mut()?.read_back(resource_id, rb)
+    }
+
     pub(super) fn renderer_mut(&mut self) -> Result<&mut dyn Renderer3d, GuestError> {
         match self.renderer.as_mut() {
             Some(r) => Ok(r.as_mut()),
@@ -98,7 +156,7 @@ impl Gpu {
 
     pub(super) fn get_capset(&mut self, request: &[u8]) -> Result<Reply, CommandError> {
         let cmd: GetCapset = read_struct(request).ok_or(GuestError::ShortRequest)?;
-        let renderer = self.renderer.as_ref().ok_or(GuestError::UnsupportedCommand)?;
+        let renderer = self.renderer_mut()?;
         let caps =
             renderer.capset(cmd.capset_id.to_native(), cmd.capset_version.to_native()).ok_or(GuestError::Invalid3d)?;
         Ok(Reply::Capset(caps))

@@ -213,7 +213,7 @@ impl Renderer3d for Fake3d {
     }
 
     /// Byte `i` of capset `id` at `version` is `id * 16 + version + i`.
-    fn capset(&self, id: u32, version: u32) -> Option<Vec<u8>> {
+    fn capset(&mut self, id: u32, version: u32) -> Option<Vec<u8>> {
         let &(_, max_version, size) = FAKE_CAPSETS.iter().find(|c| c.0 == id)?;
         (version <= max_version).then(|| (0..size).map(|i| (id * 16 + version + i) as u8).collect())
     }
