@@ -19,6 +19,8 @@
 //! ([`wire`]), its ids are only ever looked up, and nothing it says can make the parent block
 //! past the deadline.
 
+#[cfg(test)]
+mod tests;
 pub mod wire;
 pub mod worker;
 
@@ -120,6 +122,8 @@ pub struct Isolated3d {
     retired: Vec<Fence>,
     shm: Option<Shm>,
     status: WorkerStatus,
+    /// Sequence number of the last call.
+    seq: u32,
 }
 
 impl Isolated3d {
@@ -145,6 +149,7 @@ impl Isolated3d {
             retired: Vec::new(),
             shm: None,
             status: WorkerStatus::default(),
+            seq: 0,
         };
         this.start()?;
         Ok(this)
@@ -184,7 +189,12 @@ impl Isolated3d {
         }
         self.worker = Some(Worker { child, channel: Channel::new(ours), pid });
         self.shm = None;
-        let (reply, _) = self.call(&Call::Hello, &[], &[]).map_err(|e| anyhow::anyhow!("3D worker start: {e}"))?;
+        let reply = self.call(&Call::Hello, &[], &[]);
+        let reason = || self.status.reason.clone().unwrap_or_default();
+        let (reply, _) = reply.map_err(|e| anyhow::anyhow!("3D worker start: {e} ({})", reason()))?;
+        if self.worker.is_none() {
+            anyhow::bail!("3D worker start: {}", reason());
+        }
         let Reply::Hello { pid: said, capsets, gl } = reply else {
             self.lost("answered Hello with something else".into());
             anyhow::bail!("3D worker protocol");
@@ -230,17 +240,23 @@ impl Isolated3d {
     /// One call and its reply; fences that arrive meanwhile are kept. Any channel failure,
     /// late answer or stray frame ends the worker: [`Error3d::WorkerGone`].
     fn call(&mut self, call: &Call, payload: &[u8], fds: &[RawFd]) -> Result<(Reply, Vec<u8>), Error3d> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
         let Some(w) = self.worker.as_mut() else { return Err(Error3d::WorkerGone) };
+        let (outstanding, retired) = (&mut self.outstanding, &mut self.retired);
         let result = (|| -> Result<(Reply, Vec<u8>), WireError> {
-            w.channel.send(call, payload, fds)?;
+            w.channel.send(seq, call, payload, fds)?;
             loop {
                 let frame: Frame<Message> =
                     w.channel.recv(Some(CALL_TIMEOUT))?.ok_or(WireError::Timeout(CALL_TIMEOUT))?;
                 match frame.body {
-                    Message::Reply(reply) => return Ok((reply, frame.payload)),
+                    Message::Reply(reply) if frame.seq == seq => return Ok((reply, frame.payload)),
+                    Message::Reply(_) => {
+                        return Err(WireError::Protocol(format!("reply {} to call {seq}", frame.seq)));
+                    }
                     Message::Fences(f) => {
-                        self.outstanding.retain(|h| !f.iter().any(|x| h.retired_by(x)));
-                        self.retired.extend(f);
+                        outstanding.retain(|h| !f.iter().any(|x| h.retired_by(x)));
+                        retired.extend(f);
                     }
                 }
             }

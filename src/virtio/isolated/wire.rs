@@ -1,7 +1,8 @@
 //! The protocol between scanway and an isolated 3D worker: [`Call`]s one way, [`Message`]s the
 //! other, as frames on a `SOCK_STREAM` Unix socket pair.
 //!
-//! A frame is a 12-byte header (`json_len`, `payload_len`, `fds`: little-endian u32), then
+//! A frame is a 16-byte header (`json_len`, `payload_len`, `fds`, `seq`: little-endian u32;
+//! `seq` numbers calls, a reply carries its call's, other messages 0), then
 //! `json_len` bytes of JSON (the call or message), then `payload_len` raw bytes (a `SUBMIT_3D`
 //! stream, a capset), sent with one `sendmsg` that carries the frame's `fds` file descriptors
 //! (`SCM_RIGHTS`: guest memory regions, the read-back buffer). The kernel delivers a
@@ -33,7 +34,7 @@ pub const MAX_JSON: usize = 1 << 20;
 pub const MAX_PAYLOAD: usize = 2 << 20;
 /// Most file descriptors one frame carries.
 pub const MAX_FDS: usize = 4;
-const HEADER: usize = 12;
+const HEADER: usize = 16;
 
 /// What scanway asks of its worker; each call gets one [`Reply`] (as [`Message::Reply`]), in
 /// order. Ids are the guest's, as [`crate::virtio::renderer3d::Renderer3d`] has them; the
@@ -149,6 +150,8 @@ pub struct Channel {
 /// One received frame.
 #[derive(Debug)]
 pub struct Frame<T> {
+    /// The call's sequence number (a reply's: its call's; 0 for other messages).
+    pub seq: u32,
     /// The call or message.
     pub body: T,
     /// The raw payload.
@@ -168,8 +171,9 @@ impl Channel {
         self.sock.as_raw_fd()
     }
 
-    /// Send one frame: `body` as JSON, `payload`, and `fds` (at most [`MAX_FDS`]).
-    pub fn send<T: Serialize>(&mut self, body: &T, payload: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
+    /// Send one frame: number `seq`, `body` as JSON, `payload`, and `fds` (at most
+    /// [`MAX_FDS`]).
+    pub fn send<T: Serialize>(&mut self, seq: u32, body: &T, payload: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
         let json = serde_json::to_vec(body).map_err(|e| WireError::Protocol(format!("encoding: {e}")))?;
         if json.len() > MAX_JSON || payload.len() > MAX_PAYLOAD || fds.len() > MAX_FDS {
             return Err(WireError::Protocol("frame too large to send".into()));
@@ -177,7 +181,8 @@ impl Channel {
         let mut header = [0u8; HEADER];
         header[..4].copy_from_slice(&(json.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[8..].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+        header[12..].copy_from_slice(&seq.to_le_bytes());
         let total = HEADER + json.len() + payload.len();
         let parts: [&[u8]; 3] = [&header, &json, payload];
         let sent = self.sock.send_with_fds(&parts, fds).map_err(|e| WireError::Io(io::Error::from(e)))?;
@@ -254,7 +259,7 @@ impl Channel {
     fn take_frame<T: DeserializeOwned>(&mut self) -> Result<Option<Frame<T>>, WireError> {
         let Some(header) = self.buf.first_chunk::<HEADER>() else { return Ok(None) };
         let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]) as usize;
-        let (json_len, payload_len, nfds) = (word(0), word(4), word(8));
+        let (json_len, payload_len, nfds, seq) = (word(0), word(4), word(8), word(12) as u32);
         if json_len > MAX_JSON || payload_len > MAX_PAYLOAD || nfds > MAX_FDS {
             return Err(WireError::Protocol(format!("frame header {json_len}/{payload_len}/{nfds} out of bounds")));
         }
@@ -273,6 +278,6 @@ impl Channel {
         let payload = self.buf[HEADER + json_len..total].to_vec();
         self.buf.drain(..total);
         let fds = self.fds.drain(..nfds).collect();
-        Ok(Some(Frame { body, payload, fds }))
+        Ok(Some(Frame { seq, body, payload, fds }))
     }
 }

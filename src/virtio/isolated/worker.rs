@@ -139,13 +139,14 @@ pub fn main(guest: &str) -> anyhow::Result<()> {
                     Err(e) => return Err(e.into()),
                 };
                 timeout = Some(std::time::Duration::ZERO);
+                let seq = frame.seq;
                 let (reply, payload) = worker.serve(frame);
-                channel.send(&Message::Reply(reply), &payload, &[])?;
+                channel.send(seq, &Message::Reply(reply), &payload, &[])?;
             }
         }
         let fences = worker.shared.virgl.drain_fences();
         if !fences.is_empty() {
-            channel.send(&Message::Fences(fences), &[], &[])?;
+            channel.send(0, &Message::Fences(fences), &[], &[])?;
         }
     }
 }
@@ -153,7 +154,7 @@ pub fn main(guest: &str) -> anyhow::Result<()> {
 impl Worker {
     /// Execute one call: its reply and payload.
     fn serve(&mut self, frame: Frame<Call>) -> (Reply, Vec<u8>) {
-        let Frame { body, mut payload, mut fds } = frame;
+        let Frame { body, mut payload, mut fds, .. } = frame;
         let done = |r: Result<(), Error3d>| (r.map_or_else(|e| Reply::Err(remote(&e)), |()| Reply::Ok), Vec::new());
         let r = &mut self.renderer;
         match body {
