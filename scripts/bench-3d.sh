@@ -4,8 +4,13 @@
 # same host Mesa), in one run on one machine. Prints kmscube's fps for each and their
 # ratio, then glmark2's fps per scene and its score for each, and their ratios.
 #
-#   scripts/bench-3d.sh [--no-kmscube] [--no-glmark2] [--glmark2-duration S] [FRAMES]
+#   scripts/bench-3d.sh [--no-kmscube] [--no-glmark2] [--glmark2-duration S] [--isolated]
+#                       [--no-qemu] [FRAMES]
 #
+# --isolated also runs each guest on scanway with 3d=isolated (virglrenderer in a worker
+# process, scanouts read back): its fps, ratio to the shared (zero-copy) run, host CPU of
+# scanway and the worker together, their resident memory, and read-backs. --no-qemu skips
+# QEMU's runs.
 # FRAMES: kmscube's frames (default 1500). kmscube reports "Rendered N frames in S sec
 # (F fps)" every 2 s; the figure taken is its last report (frames since kmscube started
 # rendering).
@@ -14,13 +19,15 @@
 # Every guest is a fresh VM (TCG, 1 vCPU) and, on scanway's side, a fresh headless scanway.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-FRAMES=1500 KMSCUBE=1 GLMARK2=1 GM_DURATION=5 GM_MODE=1280x800
+FRAMES=1500 KMSCUBE=1 GLMARK2=1 GM_DURATION=5 GM_MODE=1280x800 ISOLATED=0 QEMU=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--no-kmscube) KMSCUBE=0 ;;
 	--no-glmark2) GLMARK2=0 ;;
 	--glmark2-duration) GM_DURATION=$2; shift ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--isolated) ISOLATED=1 ;;
+	--no-qemu) QEMU=0 ;;
+	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	-*) echo "bench-3d: unknown option $1" >&2; exit 2 ;;
 	*) FRAMES=$1 ;;
 	esac
@@ -45,25 +52,29 @@ ratio() { if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then awk "BEGIN{printf \"%.2fx\
 # then "score N", "size WxH", "renderer R"
 glmark2_results() { figure glmark2 "$1"; }
 
-# ---- scanway (headless, virgl in the compositor's share group): a fresh instance per
-# guest. scanway_guest NAME RUN-GUEST-ARGS... boots the guest with run-guest.sh; the
-# guest's serial log is then $OUT/NAME-guest/serial.log and SW_TICKS scanway's CPU
-# time (clock ticks) while the guest ran.
+# ---- scanway (headless, virgl in the compositor's share group, or 3d=isolated): a fresh
+# instance per guest. scanway_guest NAME MODE RUN-GUEST-ARGS... (MODE: on or isolated) boots
+# the guest with run-guest.sh; the guest's serial log is then $OUT/NAME-guest/serial.log,
+# SW_TICKS the CPU time (clock ticks) of scanway and its workers while the guest ran, SW_RSS
+# their resident memory at the end (KiB) and SW_READBACKS the worker's read-backs.
 export XDG_RUNTIME_DIR=$PWD/$OUT/xdg
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 scanway_guest() {
-	local name=$1 pid t0 t1
-	shift
-	target/release/scanway run --backend headless --control "$OUT/$name-ctl.sock" --guest "g0=$PWD/$OUT/$name.sock" \
-		>"$OUT/$name-scanway.out" 2>"$OUT/$name-scanway.err" &
+	local name=$1 mode=$2 pid t0 t1
+	shift 2
+	target/release/scanway run --backend headless --control "$OUT/$name-ctl.sock" \
+		--guest "g0=$PWD/$OUT/$name.sock,3d=$mode" >"$OUT/$name-scanway.out" 2>"$OUT/$name-scanway.err" &
 	pid=$!
 	PIDS+=("$pid")
-	for _ in $(seq 50); do [ -S "$OUT/$name.sock" ] && break; sleep 0.1; done
-	t0=$(figure cpu-ticks "$pid")
+	for _ in $(seq 100); do [ -S "$OUT/$name.sock" ] && break; sleep 0.1; done
+	t0=$(figure tree-cpu-ticks "$pid")
 	tests/guest/run-guest.sh --socket "$PWD/$OUT/$name.sock" --rootfs "$ROOTFS" --mem 1G \
 		--workdir "$OUT/$name-guest" --timeout 600 --quiet --ready '^GUEST-3D-DONE' "$@" \
 		>"$OUT/$name-run-guest.log" 2>&1 || true
-	t1=$(figure cpu-ticks "$pid")
+	t1=$(figure tree-cpu-ticks "$pid")
+	SW_RSS=$(figure tree-rss-kib "$pid")
+	SW_READBACKS=$(target/release/scanway --control "$OUT/$name-ctl.sock" list --json 2>/dev/null |
+		python3 -c 'import json,sys; g=json.load(sys.stdin)["guests"][0]["3d"]; print(g.get("worker", {}).get("read_backs", 0) if isinstance(g, dict) else 0)' || echo '?')
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	SW_TICKS=$((t1 - t0))
@@ -93,27 +104,43 @@ qemu_guest() {
 HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 
 if [ "$KMSCUBE" = 1 ]; then
-	scanway_guest scanway --test kmscube --frames "$FRAMES" --hold 1
+	scanway_guest scanway on --test kmscube --frames "$FRAMES" --hold 1
 	SW_FPS=$(last_fps "$OUT/scanway-guest/serial.log")
 	SW_R=$(renderer "$OUT/scanway-guest/serial.log")
-	qemu_guest qemu "guest.test=kmscube guest.frames=$FRAMES guest.hold=1"
-	Q_FPS=$(last_fps "$OUT/qemu-serial.log")
-	Q_R=$(renderer "$OUT/qemu-serial.log")
+	SW_T=$SW_TICKS SW_M=$SW_RSS
+	Q_FPS= Q_R=
+	if [ "$QEMU" = 1 ]; then
+		qemu_guest qemu "guest.test=kmscube guest.frames=$FRAMES guest.hold=1"
+		Q_FPS=$(last_fps "$OUT/qemu-serial.log")
+		Q_R=$(renderer "$OUT/qemu-serial.log")
+	fi
+	if [ "$ISOLATED" = 1 ]; then
+		scanway_guest isolated isolated --test kmscube --frames "$FRAMES" --hold 1
+		I_FPS=$(last_fps "$OUT/isolated-guest/serial.log")
+		I_R=$(renderer "$OUT/isolated-guest/serial.log")
+	fi
 
 	printf '\nkmscube, %s frames, TCG guest (1 vCPU), host: %s\n' "$FRAMES" "$HOST_CPU"
 	printf '%-44s %10s  %s\n' "path" "fps" "guest renderer"
 	printf '%-44s %10s  %s\n' "scanway (virgl, zero-copy, headless)" "${SW_FPS:-?}" "${SW_R:-?}"
-	printf '%-44s %10s  %s\n' "QEMU virtio-gpu-gl-pci, sdl,gl=on in Xvfb" "${Q_FPS:-?}" "${Q_R:-?}"
+	[ "$QEMU" = 1 ] && printf '%-44s %10s  %s\n' "QEMU virtio-gpu-gl-pci, sdl,gl=on in Xvfb" "${Q_FPS:-?}" "${Q_R:-?}"
 	if [ -n "${SW_FPS:-}" ] && [ -n "${Q_FPS:-}" ]; then
 		printf 'ratio scanway/QEMU: %s\n' "$(ratio "$SW_FPS" "$Q_FPS")"
 	fi
-	printf 'scanway host CPU during the scanway run: %s ms per frame\n' \
-		"$(figure cpu-ms-per-frame "$SW_TICKS" "$FRAMES")"
+	printf 'scanway host CPU during the scanway run: %s ms per frame, resident %s MiB\n' \
+		"$(figure cpu-ms-per-frame "$SW_T" "$FRAMES")" "$((SW_M / 1024))"
+	if [ "$ISOLATED" = 1 ]; then
+		printf '%-44s %10s  %s\n' "scanway 3d=isolated (worker, read back)" "${I_FPS:-?}" "${I_R:-?}"
+		printf 'ratio isolated/shared: fps %s, host CPU per frame %s, resident %s; %s read-backs\n' \
+			"$(ratio "${I_FPS:-}" "${SW_FPS:-}")" "$(ratio "$SW_TICKS" "$SW_T")" "$(ratio "$SW_RSS" "$SW_M")" "$SW_READBACKS"
+		printf 'scanway + worker host CPU during the isolated run: %s ms per frame, resident %s MiB\n' \
+			"$(figure cpu-ms-per-frame "$SW_TICKS" "$FRAMES")" "$((SW_RSS / 1024))"
+	fi
 fi
 
 if [ "$GLMARK2" = 1 ]; then
 	# the initramfs's /init hands 3d-info to guest-3d, whose --test runs glmark2 instead
-	scanway_guest gm-scanway --test 3d-info --args "--test glmark2 --duration $GM_DURATION" \
+	scanway_guest gm-scanway on --test 3d-info --args "--test glmark2 --duration $GM_DURATION" \
 		--mode "$GM_MODE" --hold 1
 	glmark2_results "$OUT/gm-scanway-guest/serial.log" >"$OUT/gm-scanway.results"
 	qemu_guest gm-qemu "guest.test=3d-info guest.mode=$GM_MODE guest.hold=1 guest.args=--test_glmark2_--duration_$GM_DURATION"

@@ -188,6 +188,34 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
+def tree(pid):
+    """`pid` and its child processes (one level: scanway and its 3D workers)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return [pid] + kids
+
+
+def tree_cpu_ticks(pid):
+    """cpu_ticks of `pid` and its children (tree), summed."""
+    return sum(cpu_ticks(p) for p in tree(pid))
+
+
+def tree_rss_kib(pid):
+    """Resident memory of `pid` and its children (tree), KiB."""
+    total = 0
+    for p in tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
 def cpu_ms_per_frame(ticks, frames):
     """CPU time of `ticks` clock ticks (cpu_ticks differences) per frame, in milliseconds."""
     return ticks * 1000 / CLK_TCK / frames
@@ -527,12 +555,16 @@ if __name__ != "__main__":
 def main(argv):
     """The figures for shell scripts: `harness.py FIGURE ARGS...`, one value (or line) printed.
       cpu-ticks PID                utime + stime of PID, clock ticks
+      tree-cpu-ticks PID           the same of PID and its children (scanway and its 3D workers)
+      tree-rss-kib PID             resident memory of PID and its children, KiB
       cpu-ms-per-frame TICKS N     TICKS of CPU time per frame, ms (2 decimals)
       cpu-seconds TICKS            TICKS of CPU time, s (1 decimal)
       kmscube-fps FILE             kmscube's last fps report in FILE (nothing if none)
       glmark2 FILE                 glmark2's results in FILE (glmark2_results)"""
     cmds = {
         "cpu-ticks": lambda pid: cpu_ticks(int(pid)),
+        "tree-cpu-ticks": lambda pid: tree_cpu_ticks(int(pid)),
+        "tree-rss-kib": lambda pid: tree_rss_kib(int(pid)),
         "cpu-ms-per-frame": lambda ticks, n: f"{cpu_ms_per_frame(int(ticks), int(n)):.2f}",
         "cpu-seconds": lambda ticks: f"{cpu_seconds(int(ticks)):.1f}",
         "kmscube-fps": lambda path: kmscube_fps(Path(path).read_bytes().decode(errors="replace")) or "",
