@@ -120,8 +120,9 @@ def worker_of(listing, name):
 
 
 def gles_pattern_read_back(ctx, b, g, name, tag):
-    """gles-pattern of guest `name` rendered by its worker, read back: path read-back, exact."""
-    line = g.wait_ready(ctx.deadline.left(BOOT + 60))
+    """gles-pattern (or gles-spin) of guest `name` rendered by its worker, read back: path
+    read-back, exact."""
+    line = g.wait(r"^GUEST-GLES-READY .*$", ctx.deadline.left(BOOT + 60), "GUEST-GLES-READY").group(0)
     if "virgl" not in line:
         raise CaseFailure(f"{name}: not rendered through virgl: {line}")
     wh = size_of(line)
@@ -135,7 +136,8 @@ def case_isolated_3d(ctx):
     """A guest with 3d=isolated: its virglrenderer runs in a worker process; its gles-pattern
     picture comes back read back, pixel-exact. SIGKILL of that worker loses only that guest's
     3D (its window says so; a kmscube guest on the shared renderer keeps drawing, scanway keeps
-    running); a new VM on the same socket gets a new worker and an exact picture again."""
+    running); a new VM on the same socket gets a new worker, and its endless GLES frames
+    (gles-spin: a SUBMIT_3D, a fence and a flip each) keep coming back exact."""
     if ctx.c_mode:
         raise Skip("needs scanway (virgl)")
     rootfs = H.build_rootfs_3d()
@@ -165,12 +167,17 @@ def case_isolated_3d(ctx):
     g.kill_qemu()
     b.disconnected("iso")
     b.rearm("iso")
-    g2 = ctx.guest("iso-2", "iso", "gles-pattern", rootfs=rootfs, mem="1G")
+    g2 = ctx.guest("iso-2", "iso", "gles-spin", rootfs=rootfs, mem="1G")
     b.connected("iso", nth=2)
-    gles_pattern_read_back(ctx, b, g2, "iso", "again")
+    wh = gles_pattern_read_back(ctx, b, g2, "iso", "again")
     w2 = worker_of(b.list("again"), "iso")
     if not w2.get("running") or w2.get("restarts") != 1 or w2.get("pid") == w["pid"]:
         raise CaseFailure(f"iso: no new worker after the VM restarted: {w2}")
-    details.append(f"VM restarted: new worker pid {w2['pid']}, exact again")
+    # frames keep coming: every flip waits for its fence, which the worker retires
+    for n in range(3):
+        mark = H.mark_of(b, "iso", 0)
+        H.wait_flushed(ctx, b, "iso", 0, since=mark, size=wh, what=f"iso: GLES frame {n + 1} after the restart")
+    H.shoot_and_check(ctx, lambda p: b.shot_scanout("iso", 0, p, g2), ctx.dir / "iso-spinning.png", size=wh)
+    details.append(f"VM restarted: new worker pid {w2['pid']}, endless frames exact")
     ctx.finish(b, g2, cube)
     return "; ".join(details)

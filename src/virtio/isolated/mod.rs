@@ -33,6 +33,7 @@ use std::{
 };
 
 use tracing::{debug, info, warn};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::renderer::virgl::{Fence, ResourceCreate3d, ResourceInfo};
 use crate::virtio::renderer3d::{
@@ -109,9 +110,14 @@ pub struct Isolated3d {
     guest: String,
     exe: PathBuf,
     worker: Option<Worker>,
-    /// An epoll instance over the current worker's socket: readable when the worker sent
-    /// something; the compositor polls it, and it outlives restarts.
+    /// An epoll instance over the current worker's socket and `retired_event`: readable when
+    /// the worker sent something or fences wait to be taken; the compositor polls it, and it
+    /// outlives restarts.
     wake: OwnedFd,
+    /// Signalled while `retired` holds fences: they may have come in with the reply to a call
+    /// made outside the device's queue processing (a read-back while drawing), after which
+    /// the socket has nothing to read and would wake nobody.
+    retired_event: EventFd,
     /// The capsets of the first worker (the guest read them at negotiation; they stay).
     capsets: Vec<CapsetInfo>,
     regions: Vec<Region>,
@@ -136,12 +142,16 @@ impl Isolated3d {
         if wake < 0 {
             return Err(std::io::Error::last_os_error().into());
         }
+        // SAFETY: a fresh descriptor we own.
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let retired_event = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
+        epoll_add(&wake, retired_event.as_raw_fd())?;
         let mut this = Isolated3d {
             guest: guest.to_string(),
             exe,
             worker: None,
-            // SAFETY: a fresh descriptor we own.
-            wake: unsafe { OwnedFd::from_raw_fd(wake) },
+            wake,
+            retired_event,
             capsets: Vec::new(),
             regions: Vec::new(),
             next_region: 1,
@@ -182,11 +192,7 @@ impl Isolated3d {
         let child = command.spawn()?;
         drop(theirs);
         let pid = child.id();
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
-        // SAFETY: valid descriptors and event.
-        if unsafe { libc::epoll_ctl(self.wake.as_raw_fd(), libc::EPOLL_CTL_ADD, ours.as_raw_fd(), &mut ev) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
+        epoll_add(&self.wake, ours.as_raw_fd())?;
         self.worker = Some(Worker { child, channel: Channel::new(ours), pid });
         self.shm = None;
         let reply = self.call(&Call::Hello, &[], &[]);
@@ -230,11 +236,21 @@ impl Isolated3d {
         }
         self.regions.clear();
         self.shm = None;
+        self.signal_retired();
     }
 
     fn fences_retired(&mut self, fences: Vec<Fence>) {
         self.outstanding.retain(|h| !fences.iter().any(|f| h.retired_by(f)));
         self.retired.extend(fences);
+        self.signal_retired();
+    }
+
+    /// Wake the compositor if fences wait to be taken.
+    fn signal_retired(&self) {
+        if !self.retired.is_empty() {
+            // A full counter (it cannot be) would only mean it is signalled already.
+            let _ = self.retired_event.write(1);
+        }
     }
 
     /// One call and its reply; fences that arrive meanwhile are kept. Any channel failure,
@@ -267,6 +283,7 @@ impl Isolated3d {
             }
             Ok(ok) => {
                 self.pump();
+                self.signal_retired();
                 Ok(ok)
             }
             Err(e) => {
@@ -305,6 +322,16 @@ impl Isolated3d {
             })
             .collect()
     }
+}
+
+/// Add `fd` to epoll instance `epoll`, readable.
+fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+    // SAFETY: valid descriptors and event.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A worker's fault name as one of ours (the set [`Error3d::fault_name`] has), so the device's
@@ -443,6 +470,8 @@ impl Renderer3d for Isolated3d {
 
     fn own_fences(&mut self) -> Option<Vec<Fence>> {
         self.pump();
+        // Cleared before taking: a fence added after this is signalled again.
+        let _ = self.retired_event.read();
         Some(std::mem::take(&mut self.retired))
     }
 

@@ -105,3 +105,30 @@ fn a_worker_frame_over_the_bounds_ends_it() {
     assert!(matches!(r.context_destroy(1), Err(Error3d::WorkerGone)));
     assert!(t0.elapsed() < CALL_TIMEOUT / 2);
 }
+
+/// Whether `fd` is readable now.
+fn readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+#[test]
+fn fences_that_come_with_a_reply_wake_the_compositor() {
+    // The fence's retirement arrives just before the reply to a later call (a read-back while
+    // drawing, say): the socket is then drained, so the wake descriptor must say so itself.
+    let exe = fake(
+        "fence-then-reply",
+        "recv()\nsend(HELLO)\nrecv()\nsend({'Reply': {'Fence': {'Global': 1}}})\nrecv()\n\
+         seq_of_call = seq\nseq = 0\nsend({'Fences': [{'ctx_id': 0, 'ring_idx': 0, 'fence_id': 1, 'global': True}]})\n\
+         seq = seq_of_call\nsend({'Reply': 'Ok'})\nimport time\ntime.sleep(30)",
+    );
+    let mut r = Isolated3d::spawn("g", exe).unwrap();
+    let fence = r.create_fence(0, None).unwrap();
+    assert!(!readable(r.wake_fd()));
+    r.context_destroy(1).unwrap();
+    assert!(readable(r.wake_fd()), "fences wait: the compositor must be woken");
+    let retired = r.own_fences().unwrap();
+    assert!(retired.iter().any(|f| fence.retired_by(f)), "{retired:?}");
+    assert!(!readable(r.wake_fd()), "taken: nothing to wake for");
+}
