@@ -37,8 +37,10 @@ def cases():
 
 
 def one(ctx, b, name, n, rootfs):
+    # held after its last line until quit: the fault counts are read while it is connected (a
+    # VM that powered off at once had its device reset, counts and all, before the listing)
     g = ctx.guest(f"g0-{name}", "g0", "bad-streams", rootfs=rootfs, mem="1G", args=f"--only {name}",
-                  ready=r"^GUEST-BAD-DONE")
+                  ready=r"^GUEST-BAD-DONE", hold=3600)
     b.connected("g0", nth=n)
     done = g.wait(r"^GUEST-BAD-DONE cases=(\d+) healthy=(\d+)", ctx.deadline.left(BOOT + 120), "GUEST-BAD-DONE")
     text = g.serial_text()

@@ -25,7 +25,8 @@ def case_bad_streams(ctx):
     b = ctx.backend({"g0": 1, "g1": 1})
     steady = ctx.guest("g1", "g1", "animate", mode="1024x768", frames=100000000, args=STEADY_ARGS,
                        ready=r"^GUEST-ANIMATE-START")
-    g = ctx.guest("g0", "g0", "bad-streams", rootfs=rootfs, mem="1G", ready=r"^GUEST-BAD-DONE")
+    # held until quit, so that the last case's faults are counted while it is still connected
+    g = ctx.guest("g0", "g0", "bad-streams", rootfs=rootfs, mem="1G", ready=r"^GUEST-BAD-DONE", hold=3600)
     b.connected("g1")
     b.connected("g0")
     size = steady.wait(r"^GUEST-ANIMATE-START (\d+x\d+)", ctx.deadline.left(BOOT), "g1's start").group(1)
