@@ -1,8 +1,12 @@
 //! One guest's device model on a real 3D worker process (`scanway 3d-worker`, real
 //! virglrenderer on its own EGL display): guest memory in a memfd crosses as a descriptor,
-//! a guest clear comes back through the read-back buffer and through the guest's own backing,
-//! a fence retires on the worker's channel; then the worker is killed (SIGKILL), the guest's
-//! 3D commands fail with ERR_UNSPEC, and a device reset brings a new worker that works.
+//! a guest clear comes back through the read-back buffer, through the guest's own backing and,
+//! where the worker's EGL exports dmabufs, as a dmabuf this process imports and reads; a fence
+//! retires on the worker's channel; then the worker is killed (SIGKILL), the guest's 3D
+//! commands fail with ERR_UNSPEC, and a device reset brings a new worker that works.
+//!
+//! `SCANWAY_BIN` names the scanway executable to run as the worker (default: this build's),
+//! for running the test binary on another machine.
 
 mod common;
 
@@ -56,9 +60,34 @@ fn wait_fences(gpu: &mut Gpu) -> usize {
     0
 }
 
+/// Resource 1 (cleared red) exported as a dmabuf, imported here and read: red. Where the
+/// worker's EGL cannot export (Mesa without a render node), the worker says so and is not asked
+/// again.
+fn check_export(gpu: &mut Gpu) {
+    use smithay::backend::{
+        allocator::Fourcc,
+        renderer::{ExportMem, ImportDma},
+    };
+    let Some(exported) = gpu.export_scanout(1) else {
+        assert_eq!(worker(gpu).exports, 0);
+        assert!(gpu.export_scanout(1).is_none());
+        eprintln!("isolated_worker: this EGL exports no dmabufs; scanouts are read back");
+        return;
+    };
+    assert_eq!(worker(gpu).exports, 1);
+    let mut here = scanway::renderer::headless_renderer().expect("EGL");
+    let texture = here.import_dmabuf(&exported.dmabuf, None).expect("importing the worker's dmabuf");
+    let region = smithay::utils::Rectangle::from_size((W as i32, H as i32).into());
+    let mapping = here.copy_texture(&texture, region, Fourcc::Abgr8888).expect("copy");
+    let rgba = here.map_texture(&mapping).expect("map");
+    assert!(rgba.chunks_exact(4).all(|p| p == [255, 0, 0, 255]), "the dmabuf is red (R, G, B, A): {:?}", &rgba[..8]);
+    eprintln!("isolated_worker: dmabuf export and import: red, exact");
+}
+
 #[test]
 fn a_guest_renders_through_a_worker_and_survives_losing_it() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_scanway"));
+    let exe =
+        std::env::var_os("SCANWAY_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_scanway")), PathBuf::from);
     let mut gpu = Gpu::new(GpuConfig { name: "iso".into(), ..GpuConfig::default() });
     gpu.enable_3d(Box::new(Isolated3d::spawn("iso", exe).expect("3D worker (EGL, virglrenderer)")));
     let first = worker(&gpu);
@@ -73,6 +102,7 @@ fn a_guest_renders_through_a_worker_and_survives_losing_it() {
     assert!(pixels.chunks_exact(4).all(|p| p == [0, 0, 255, 255]), "read back red (B, G, R, A)");
     assert_eq!(read_pixel(&mut gpu, &mem, 1, BACKING), [0, 0, 255, 255], "the guest's backing red");
     assert_eq!(worker(&gpu).read_backs, 1);
+    check_export(&mut gpu);
 
     // A fenced submit: the device makes a fence on the worker, which retires it on its channel.
     let fenced = cmd(CmdSubmit {

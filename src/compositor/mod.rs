@@ -313,7 +313,7 @@ impl Comp {
                     device.announce_scanout(*scanout_id, w, h);
                 }
             }
-            guest.scanouts.apply(device.gpu(), events)
+            guest.scanouts.apply(device.gpu_mut(), events)
         };
         for window in changes.unmapped {
             self.unmap_scanout(&window);

@@ -276,7 +276,7 @@ fn screenshot<E: RenderElement<GlesRenderer>>(
 
 /// A guest's 3D for `scanway list`: `"off"`, `{"mode": "shared"}` (sampled in place, zero
 /// copies) or `{"mode": "isolated", "worker": {...}}` with the worker's pid, state, restarts,
-/// losses and read-back copies (count and bytes).
+/// losses, dmabuf exports and read-back copies (count and bytes).
 fn three_d_json(gpu: &crate::virtio::device::Gpu) -> Value {
     use crate::virtio::renderer3d::Renderer3dStatus;
     match gpu.renderer_status() {
@@ -284,10 +284,11 @@ fn three_d_json(gpu: &crate::virtio::device::Gpu) -> Value {
         Some(Renderer3dStatus::Shared) => json!({"mode": "shared", "scanout_path": "zero-copy"}),
         Some(Renderer3dStatus::Isolated(w)) => json!({
             "mode": "isolated",
-            "scanout_path": "read-back",
+            "scanout_path": if w.exports > 0 { "dmabuf" } else { "read-back" },
             "worker": {
                 "pid": w.pid, "running": w.running, "restarts": w.restarts, "lost": w.lost,
-                "reason": w.reason, "read_backs": w.read_backs, "read_back_bytes": w.read_back_bytes,
+                "reason": w.reason, "exports": w.exports,
+                "read_backs": w.read_backs, "read_back_bytes": w.read_back_bytes,
             },
         }),
     }

@@ -226,3 +226,63 @@ pub unsafe fn alias_texture(
         smithay::backend::renderer::gles::GlesTexture::from_raw(renderer, Some(ffi::RGBA8), false, texture, size)
     })
 }
+
+/// Export level 0 of `tex_id`, a `GL_TEXTURE_2D` of `size` pixels of `renderer`'s share group
+/// (an isolated worker's virglrenderer texture), as a dmabuf another process can import: an
+/// EGLImage of it (EGL_KHR_gl_texture_2D_image) exported with EGL_MESA_image_dma_buf_export.
+/// The GL work that drew it must be finished (the guest waited for its fence) before the
+/// importer samples it: the dmabuf carries no fence.
+///
+/// Errors: the display lacks EGL_MESA_image_dma_buf_export (Mesa's device and surfaceless
+/// platforms without a render node: then nothing leaves the process but copies), the image or
+/// the export failed, or it gave an invalid descriptor (Mesa's GBM on /dev/null does).
+///
+/// # Safety
+/// `tex_id` names a live, complete `GL_TEXTURE_2D` of `renderer`'s share group.
+pub unsafe fn export_texture(
+    renderer: &mut GlesRenderer,
+    tex_id: u32,
+    size: Size<i32, smithay::utils::Buffer>,
+) -> anyhow::Result<smithay::backend::allocator::dmabuf::Dmabuf> {
+    use smithay::backend::egl::ffi::egl;
+    let display = renderer.egl_context().display().clone();
+    if !display.extensions().iter().any(|e| e == "EGL_MESA_image_dma_buf_export") {
+        anyhow::bail!("the EGL display cannot export dmabufs (no EGL_MESA_image_dma_buf_export)");
+    }
+    if !egl::CreateImageKHR::is_loaded() || !egl::DestroyImageKHR::is_loaded() {
+        anyhow::bail!("EGL_KHR_image_base is not available");
+    }
+    // The image is made on the renderer's context, whose share group holds the texture; GL
+    // work queued on other contexts of the group is flushed by their own fences.
+    renderer.with_context(|gl| {
+        // SAFETY: the renderer's context is current inside with_context.
+        unsafe { gl.Flush() }
+    })?;
+    let raw = display.get_display_handle().handle;
+    let context = renderer.egl_context().get_context_handle();
+    let attribs = [EGL_GL_TEXTURE_LEVEL_KHR, 0, egl::NONE as i32];
+    // SAFETY: as in `alias_texture`.
+    let image = unsafe {
+        egl::CreateImageKHR(
+            raw,
+            context,
+            EGL_GL_TEXTURE_2D_KHR,
+            tex_id as usize as egl::types::EGLClientBuffer,
+            attribs.as_ptr(),
+        )
+    };
+    if image.is_null() {
+        // SAFETY: no preconditions.
+        let error = unsafe { egl::GetError() };
+        anyhow::bail!("eglCreateImageKHR(GL_TEXTURE_2D {tex_id}): EGL error {error:#x}");
+    }
+    let dmabuf = display.create_dmabuf_from_image(image, size, false);
+    // SAFETY: image was created on this display above and is destroyed once; the dmabuf keeps
+    // the storage.
+    unsafe { egl::DestroyImageKHR(raw, image) };
+    let dmabuf = dmabuf.context("eglExportDMABUFImageMESA")?;
+    if dmabuf.num_planes() == 0 || dmabuf.handles().any(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd) < 0) {
+        anyhow::bail!("the dmabuf export gave no valid descriptor");
+    }
+    Ok(dmabuf)
+}

@@ -78,10 +78,7 @@ impl ScanoutView {
         // virglrenderer marks the other orientation with Y_0_TOP (it counts rows from GL's
         // bottom-left origin), which is then flipped. Verified pixel-exactly by the
         // gles-pattern end-to-end test.
-        let transform = match tex.virgl {
-            Some(info) if info.y_0_top => Transform::Flipped180,
-            _ => Transform::Normal,
-        };
+        let transform = if tex.y_0_top() { Transform::Flipped180 } else { Transform::Normal };
         Some(TextureRenderElement::from_texture_with_damage(
             id.unwrap_or(&tex.id).clone(),
             renderer.context_id(),
@@ -446,7 +443,8 @@ impl GuestScanouts {
     }
 
     /// Follow the device model's events (in order).
-    pub fn apply(&mut self, gpu: &Gpu, events: impl IntoIterator<Item = GpuEvent>) -> Changes {
+    /// (Mutable: a scanned-out 3D resource of an isolated worker is exported from it.)
+    pub fn apply(&mut self, gpu: &mut Gpu, events: impl IntoIterator<Item = GpuEvent>) -> Changes {
         let mut changes = Changes::default();
         for event in events {
             match event {
@@ -505,7 +503,7 @@ impl GuestScanouts {
         self.windows.iter().find_map(|w| w.0.borrow_mut().cursor.take())
     }
 
-    fn set_scanout(&mut self, gpu: &Gpu, scanout_id: u32, resource_id: u32, rect: Rect, changes: &mut Changes) {
+    fn set_scanout(&mut self, gpu: &mut Gpu, scanout_id: u32, resource_id: u32, rect: Rect, changes: &mut Changes) {
         let Some(window) = self.windows.get(scanout_id as usize) else { return };
         let was_mapped = window.0.borrow().resource_id != 0;
         if resource_id == 0 {
@@ -519,19 +517,22 @@ impl GuestScanouts {
             }
             return;
         }
-        let Some(resource) = gpu.resource(resource_id) else { return };
-        let texture = self
-            .textures
-            .entry(resource_id)
-            .or_insert_with(|| {
-                let tex = match resource.is_3d().then(|| gpu.virgl_texture(resource_id)) {
-                    Some(Some(info)) => ResourceTexture::new_virgl(resource, info),
-                    Some(None) => ResourceTexture::new_read_back(resource),
-                    None => ResourceTexture::new(resource),
-                };
-                Rc::new(RefCell::new(tex))
-            })
-            .clone();
+        let Some(is_3d) = gpu.resource(resource_id).map(|r| r.is_3d()) else { return };
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.textures.entry(resource_id) {
+            // A 3D resource: sampled in place (shared renderer), else imported from the
+            // worker's dmabuf, else read back.
+            let info = if is_3d { gpu.virgl_texture(resource_id) } else { None };
+            let exported = if is_3d && info.is_none() { gpu.export_scanout(resource_id) } else { None };
+            let Some(resource) = gpu.resource(resource_id) else { return };
+            let tex = match (is_3d, info, exported) {
+                (false, _, _) => ResourceTexture::new(resource),
+                (true, Some(info), _) => ResourceTexture::new_virgl(resource, info),
+                (true, None, Some(exported)) => ResourceTexture::new_dmabuf(resource, exported),
+                (true, None, None) => ResourceTexture::new_read_back(resource),
+            };
+            slot.insert(Rc::new(RefCell::new(tex)));
+        }
+        let Some(texture) = self.textures.get(&resource_id).cloned() else { return };
         let mut v = window.0.borrow_mut();
         let resized = v.rect.width != rect.width || v.rect.height != rect.height;
         v.resource_id = resource_id;

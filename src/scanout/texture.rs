@@ -21,6 +21,7 @@ use crate::renderer::{self, virgl::ResourceInfo};
 use crate::virtio::{
     device::{Gpu, Rect, Resource},
     format::Format,
+    renderer3d::ExportedScanout,
 };
 
 /// How many damage rectangles a texture remembers for the damage tracker.
@@ -47,6 +48,9 @@ pub struct ResourceTexture {
     /// For a virgl resource of an isolated 3D worker: flushed rectangles are read back
     /// ([`Gpu::read_back`]) and uploaded.
     pub(super) read_back: bool,
+    /// For a virgl resource of an isolated 3D worker whose EGL exports: its texture as a
+    /// dmabuf, imported on first use (zero copies).
+    dmabuf: Option<ExportedScanout>,
 }
 
 impl ResourceTexture {
@@ -64,7 +68,19 @@ impl ResourceTexture {
             uploads: 0,
             virgl: None,
             read_back: false,
+            dmabuf: None,
         }
+    }
+
+    /// A virgl resource of an isolated worker, exported as a dmabuf.
+    pub(super) fn new_dmabuf(resource: &Resource, exported: ExportedScanout) -> Self {
+        ResourceTexture { dmabuf: Some(exported), shadow: None, ..ResourceTexture::new(resource) }
+    }
+
+    /// Whether virglrenderer marked the resource `VIRGL_RESOURCE_Y_0_TOP` (its texture is then
+    /// shown flipped: see `ScanoutView::picture`).
+    pub(super) fn y_0_top(&self) -> bool {
+        self.virgl.is_some_and(|i| i.y_0_top) || self.dmabuf.as_ref().is_some_and(|d| d.y_0_top)
     }
 
     /// A virgl resource whose texture is in another process: read back, then uploaded as is
@@ -77,10 +93,11 @@ impl ResourceTexture {
     /// How the pixels reach the texture: `zero-copy` (sampled in place), `read-back` (from an
     /// isolated 3D worker, then uploaded) or `copied` (uploaded from scanway's copy).
     pub fn path(&self) -> &'static str {
-        match (self.virgl.is_some(), self.read_back) {
-            (true, _) => "zero-copy",
-            (false, true) => "read-back",
-            (false, false) => "copied",
+        match (self.virgl.is_some(), self.dmabuf.is_some(), self.read_back) {
+            (true, _, _) => "zero-copy",
+            (false, true, _) => "dmabuf",
+            (false, false, true) => "read-back",
+            (false, false, false) => "copied",
         }
     }
 
@@ -134,6 +151,21 @@ impl ResourceTexture {
         if let Some(info) = self.virgl {
             // Zero copies: the guest rendered into the texture; only damage is reported.
             self.wrap_virgl(renderer, info);
+            self.damage.add([buffer_rect(rect)]);
+            return;
+        }
+        if let Some(exported) = &self.dmabuf {
+            // Zero copies across processes: the worker rendered into the dmabuf's storage.
+            if self.texture.is_none() {
+                use smithay::backend::renderer::ImportDma;
+                match renderer.import_dmabuf(&exported.dmabuf, None) {
+                    Ok(texture) => self.texture = Some(texture),
+                    Err(e) => {
+                        static WARNED: std::sync::Once = std::sync::Once::new();
+                        WARNED.call_once(|| warn!("a 3D worker's dmabuf cannot be imported: {e:?}"));
+                    }
+                }
+            }
             self.damage.add([buffer_rect(rect)]);
             return;
         }

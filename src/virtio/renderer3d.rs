@@ -256,6 +256,23 @@ pub trait Renderer3d: std::fmt::Debug {
     fn status(&self) -> Renderer3dStatus {
         Renderer3dStatus::Shared
     }
+
+    /// 3D resource `res`'s texture (level 0) as a dmabuf from another process, for renderers
+    /// whose textures the compositor cannot sample directly but can import (an isolated worker
+    /// whose EGL exports dmabufs): zero copies across the process boundary. `None`: not
+    /// available (then [`Renderer3d::read_back`]).
+    fn export_scanout(&mut self, _res: u32) -> Option<ExportedScanout> {
+        None
+    }
+}
+
+/// A 3D resource's texture exported by another process ([`Renderer3d::export_scanout`]).
+#[derive(Debug)]
+pub struct ExportedScanout {
+    /// The texture's storage, the resource's size.
+    pub dmabuf: smithay::backend::allocator::dmabuf::Dmabuf,
+    /// Row 0 is the top row (`VIRGL_RESOURCE_Y_0_TOP`): shown flipped, as in the shared mode.
+    pub y_0_top: bool,
 }
 
 /// One region of guest memory as this process maps it (from `SET_MEM_TABLE`).
@@ -310,6 +327,8 @@ pub struct WorkerStatus {
     pub lost: u32,
     /// Why the last one was lost, with its exit status.
     pub reason: Option<String>,
+    /// Scanout resources exported as dmabufs (no copies).
+    pub exports: u64,
     /// Read-backs of scanout rectangles (copies).
     pub read_backs: u64,
     /// Bytes read back.

@@ -65,6 +65,14 @@ impl Gpu {
         Some(self.renderer.as_ref()?.status())
     }
 
+    /// 3D resource `resource_id`'s texture as a dmabuf from the renderer's process
+    /// ([`Renderer3d::export_scanout`]); `None` for a 2D or unknown resource or a renderer that
+    /// cannot.
+    pub fn export_scanout(&mut self, resource_id: u32) -> Option<super::super::renderer3d::ExportedScanout> {
+        self.resources.get(&resource_id).filter(|r| r.is_3d())?;
+        self.renderer.as_mut()?.export_scanout(resource_id)
+    }
+
     /// The pixels of `rect` of 3D resource `resource_id` for a renderer whose textures the
     /// compositor cannot sample ([`Renderer3d::read_back`]): a buffer laid out as the whole
     /// resource (width * 4 bytes a row). `None` for a 2D or unknown resource, a rectangle

@@ -37,13 +37,17 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::renderer::virgl::{Fence, ResourceCreate3d, ResourceInfo};
 use crate::virtio::renderer3d::{
-    CapsetInfo, Error3d, HostFence, HostRegion, ReadBack, Renderer3d, Renderer3dStatus, Transfer3d, WorkerStatus,
+    CapsetInfo, Error3d, ExportedScanout, HostFence, HostRegion, ReadBack, Renderer3d, Renderer3dStatus, Transfer3d,
+    WorkerStatus,
 };
 use wire::{Call, Channel, Frame, Message, Reply, WireError};
 
 /// How long a call may take before the worker counts as wedged and is killed. virglrenderer
 /// executes a stream synchronously; no sane one takes this long on llvmpipe.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reply, its payload and the descriptors that came with it.
+type Answer = (Reply, Vec<u8>, Vec<OwnedFd>);
 
 /// A running worker.
 #[derive(Debug)]
@@ -130,6 +134,8 @@ pub struct Isolated3d {
     status: WorkerStatus,
     /// Sequence number of the last call.
     seq: u32,
+    /// Why the worker's EGL cannot export dmabufs, once it said so (scanouts are read back).
+    no_export: Option<String>,
 }
 
 impl Isolated3d {
@@ -160,6 +166,7 @@ impl Isolated3d {
             shm: None,
             status: WorkerStatus::default(),
             seq: 0,
+            no_export: None,
         };
         this.start()?;
         Ok(this)
@@ -197,7 +204,7 @@ impl Isolated3d {
         self.shm = None;
         let reply = self.call(&Call::Hello, &[], &[]);
         let reason = || self.status.reason.clone().unwrap_or_default();
-        let (reply, _) = reply.map_err(|e| anyhow::anyhow!("3D worker start: {e} ({})", reason()))?;
+        let (reply, _, _) = reply.map_err(|e| anyhow::anyhow!("3D worker start: {e} ({})", reason()))?;
         if self.worker.is_none() {
             anyhow::bail!("3D worker start: {}", reason());
         }
@@ -255,18 +262,18 @@ impl Isolated3d {
 
     /// One call and its reply; fences that arrive meanwhile are kept. Any channel failure,
     /// late answer or stray frame ends the worker: [`Error3d::WorkerGone`].
-    fn call(&mut self, call: &Call, payload: &[u8], fds: &[RawFd]) -> Result<(Reply, Vec<u8>), Error3d> {
+    fn call(&mut self, call: &Call, payload: &[u8], fds: &[RawFd]) -> Result<Answer, Error3d> {
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
         let Some(w) = self.worker.as_mut() else { return Err(Error3d::WorkerGone) };
         let (outstanding, retired) = (&mut self.outstanding, &mut self.retired);
-        let result = (|| -> Result<(Reply, Vec<u8>), WireError> {
+        let result = (|| -> Result<Answer, WireError> {
             w.channel.send(seq, call, payload, fds)?;
             loop {
                 let frame: Frame<Message> =
                     w.channel.recv(Some(CALL_TIMEOUT))?.ok_or(WireError::Timeout(CALL_TIMEOUT))?;
                 match frame.body {
-                    Message::Reply(reply) if frame.seq == seq => return Ok((reply, frame.payload)),
+                    Message::Reply(reply) if frame.seq == seq => return Ok((reply, frame.payload, frame.fds)),
                     Message::Reply(_) => {
                         return Err(WireError::Protocol(format!("reply {} to call {seq}", frame.seq)));
                     }
@@ -278,7 +285,7 @@ impl Isolated3d {
             }
         })();
         match result {
-            Ok((Reply::Err(e), _)) => {
+            Ok((Reply::Err(e), _, _)) => {
                 Err(Error3d::Worker { fault: fault_name(&e.fault), id: e.id, message: e.message })
             }
             Ok(ok) => {
@@ -337,7 +344,7 @@ fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> std::io::Result<()> {
 /// A worker's fault name as one of ours (the set [`Error3d::fault_name`] has), so the device's
 /// fault counters stay a fixed set whatever the worker says.
 fn fault_name(name: &str) -> &'static str {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 11] = [
         "UnknownResource3d",
         "InvalidContext",
         "UnknownCapset",
@@ -348,6 +355,7 @@ fn fault_name(name: &str) -> &'static str {
         "MapFailed",
         "BackingOutsideMemory",
         "NoReadBack",
+        "NoExport",
     ];
     KNOWN.into_iter().find(|k| *k == name).unwrap_or("WorkerError")
 }
@@ -365,7 +373,7 @@ impl Renderer3d for Isolated3d {
     fn capset(&mut self, id: u32, version: u32) -> Option<Vec<u8>> {
         self.capsets.iter().find(|c| c.id == id && version <= c.max_version)?;
         match self.call(&Call::Capset { id, version }, &[], &[]) {
-            Ok((Reply::Bytes, bytes)) if bytes.len() <= 64 * 1024 => Some(bytes),
+            Ok((Reply::Bytes, bytes, _)) if bytes.len() <= 64 * 1024 => Some(bytes),
             _ => None,
         }
     }
@@ -418,7 +426,7 @@ impl Renderer3d for Isolated3d {
 
     fn create_fence(&mut self, ctx: u32, ring: Option<u32>) -> Result<HostFence, Error3d> {
         match self.call(&Call::CreateFence { ctx, ring }, &[], &[])? {
-            (Reply::Fence(fence), _) => {
+            (Reply::Fence(fence), _, _) => {
                 self.outstanding.push(fence);
                 Ok(fence)
             }
@@ -513,6 +521,41 @@ impl Renderer3d for Isolated3d {
 
     fn status(&self) -> Renderer3dStatus {
         Renderer3dStatus::Isolated(self.status.clone())
+    }
+
+    /// Asked once per scanned-out resource; a worker whose EGL cannot export says so once and
+    /// is not asked again (its scanouts are read back).
+    fn export_scanout(&mut self, res: u32) -> Option<ExportedScanout> {
+        use smithay::backend::allocator::{
+            Fourcc, Modifier,
+            dmabuf::{Dmabuf, DmabufFlags},
+        };
+        if self.no_export.is_some() {
+            return None;
+        }
+        match self.call(&Call::Export { res }, &[], &[]) {
+            Ok((Reply::Dmabuf { width, height, fourcc, modifier, planes, y_0_top }, _, fds)) => {
+                let size = (i32::try_from(width).ok()?, i32::try_from(height).ok()?);
+                if planes.is_empty() || planes.len() != fds.len() || size.0 > 16384 || size.1 > 16384 {
+                    debug!(guest = %self.guest, "3D worker's dmabuf: {} planes, {} descriptors", planes.len(), fds.len());
+                    return None;
+                }
+                let fourcc = Fourcc::try_from(fourcc).ok()?;
+                let mut builder = Dmabuf::builder(size, fourcc, Modifier::from(modifier), DmabufFlags::empty());
+                for (i, (fd, (offset, stride))) in fds.into_iter().zip(planes).enumerate() {
+                    builder.add_plane(fd, i as u32, offset, stride);
+                }
+                let dmabuf = builder.build()?;
+                self.status.exports += 1;
+                Some(ExportedScanout { dmabuf, y_0_top })
+            }
+            Err(Error3d::Worker { fault: "NoExport", message, .. }) => {
+                info!(guest = %self.guest, "3D worker scanouts are read back: {message}");
+                self.no_export = Some(message);
+                None
+            }
+            _ => None,
+        }
     }
 }
 

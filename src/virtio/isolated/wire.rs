@@ -74,6 +74,9 @@ pub enum Call {
     /// Copy the box `x, y, width, height` (pixels) of level 0 of 3D resource `res` into the
     /// read-back buffer at `offset`, rows `stride` bytes apart.
     ReadBack { res: u32, x: u32, y: u32, width: u32, height: u32, stride: u32, offset: u64 },
+    /// Export level 0 of 3D resource `res` as a dmabuf: [`Reply::Dmabuf`] with its planes'
+    /// descriptors, or an error where the worker's EGL cannot export.
+    Export { res: u32 },
     /// Device reset: destroy every context and resource, unmap the guest memory regions.
     Reset,
 }
@@ -97,6 +100,22 @@ pub enum Reply {
         capsets: Vec<CapsetInfo>,
         /// Its GL API and version.
         gl: String,
+    },
+    /// To [`Call::Export`]: the dmabuf, its planes' descriptors carried by the frame in
+    /// plane order.
+    Dmabuf {
+        /// Width, pixels.
+        width: u32,
+        /// Height, pixels.
+        height: u32,
+        /// DRM fourcc.
+        fourcc: u32,
+        /// DRM format modifier.
+        modifier: u64,
+        /// (offset, stride) per plane, bytes.
+        planes: Vec<(u32, u32)>,
+        /// Row 0 is the top row (`VIRGL_RESOURCE_Y_0_TOP`).
+        y_0_top: bool,
     },
     /// The call failed.
     Err(RemoteError),

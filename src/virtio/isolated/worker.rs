@@ -26,6 +26,7 @@ use crate::virtio::{
     renderer3d::{Error3d, Renderer3d},
     virgl3d::{Virgl3d, VirglShared},
 };
+use smithay::backend::renderer::gles::GlesRenderer;
 
 /// The descriptor a worker finds its socket on.
 pub const WORKER_FD: RawFd = 3;
@@ -82,6 +83,10 @@ struct Worker {
     shared: Rc<VirglShared>,
     regions: HashMap<u32, Mapping>,
     read_back: Option<Mapping>,
+    /// Descriptors to send with the next reply (an exported dmabuf's planes).
+    outgoing: Vec<OwnedFd>,
+    /// The EGL display and context virglrenderer's contexts share with; dropped last.
+    gles: GlesRenderer,
 }
 
 /// `scanway 3d-worker --guest NAME`: serve the socket on [`WORKER_FD`] until scanway closes
@@ -104,8 +109,16 @@ pub fn main(guest: &str) -> anyhow::Result<()> {
     let gl = format!("{:?}", virgl.gl_version());
     let poll_fd = virgl.poll_fd();
     let shared = VirglShared::new(virgl, Some(gles.egl_context().display().clone()));
-    let mut worker =
-        Worker { renderer: Virgl3d::new(shared.clone()), shared, regions: HashMap::new(), read_back: None };
+    let exports = gles.egl_context().display().extensions().iter().any(|e| e == "EGL_MESA_image_dma_buf_export");
+    let mut worker = Worker {
+        renderer: Virgl3d::new(shared.clone()),
+        shared,
+        regions: HashMap::new(),
+        read_back: None,
+        outgoing: Vec::new(),
+        gles,
+    };
+    info!(dmabuf_export = exports, "scanouts go back as {}", if exports { "dmabufs" } else { "read-back copies" });
     info!("virglrenderer ready ({gl})");
 
     loop {
@@ -141,7 +154,9 @@ pub fn main(guest: &str) -> anyhow::Result<()> {
                 timeout = Some(std::time::Duration::ZERO);
                 let seq = frame.seq;
                 let (reply, payload) = worker.serve(frame);
-                channel.send(seq, &Message::Reply(reply), &payload, &[])?;
+                let fds: Vec<RawFd> = worker.outgoing.iter().map(AsRawFd::as_raw_fd).collect();
+                channel.send(seq, &Message::Reply(reply), &payload, &fds)?;
+                worker.outgoing.clear();
             }
         }
         let fences = worker.shared.virgl.drain_fences();
@@ -242,11 +257,54 @@ impl Worker {
                 // SAFETY: the iovec is the read-back mapping, which no Rust reference aliases.
                 done(unsafe { r.read_into(res, (x, y, width, height), stride, offset, std::slice::from_mut(&mut iov)) })
             }
+            Call::Export { res } => self.export(res),
             Call::Reset => {
                 r.reset();
                 self.regions.clear();
                 (Reply::Ok, Vec::new())
             }
+        }
+    }
+}
+
+impl Worker {
+    /// [`Call::Export`]: the resource's texture as a dmabuf; its descriptors go in `outgoing`.
+    fn export(&mut self, res: u32) -> (Reply, Vec<u8>) {
+        let fail =
+            |message: String| (Reply::Err(RemoteError { fault: "NoExport".into(), id: res, message }), Vec::new());
+        let Some(info) = self.renderer.resource_info(res).filter(|i| i.tex_id != 0) else {
+            return fail("no such 3D resource with a texture".into());
+        };
+        let (Ok(w), Ok(h)) = (i32::try_from(info.width), i32::try_from(info.height)) else {
+            return fail("size".into());
+        };
+        // SAFETY: tex_id is the live texture of a resource of this guest, in the share group
+        // of `gles` (virglrenderer's contexts share with it).
+        match unsafe { renderer::export_texture(&mut self.gles, info.tex_id, (w, h).into()) } {
+            Ok(dmabuf) => {
+                use smithay::backend::allocator::Buffer;
+                let planes = dmabuf.offsets().zip(dmabuf.strides()).collect();
+                let format = dmabuf.format();
+                for fd in dmabuf.handles() {
+                    match fd.try_clone_to_owned() {
+                        Ok(fd) => self.outgoing.push(fd),
+                        Err(e) => {
+                            self.outgoing.clear();
+                            return fail(format!("dup: {e}"));
+                        }
+                    }
+                }
+                let reply = Reply::Dmabuf {
+                    width: info.width,
+                    height: info.height,
+                    fourcc: format.code as u32,
+                    modifier: format.modifier.into(),
+                    planes,
+                    y_0_top: info.y_0_top,
+                };
+                (reply, Vec::new())
+            }
+            Err(e) => fail(format!("{e:#}")),
         }
     }
 }
