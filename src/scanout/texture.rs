@@ -161,8 +161,13 @@ impl ResourceTexture {
                 match renderer.import_dmabuf(&exported.dmabuf, None) {
                     Ok(texture) => self.texture = Some(texture),
                     Err(e) => {
+                        // Exported but not importable here: read this resource back instead.
                         static WARNED: std::sync::Once = std::sync::Once::new();
-                        WARNED.call_once(|| warn!("a 3D worker's dmabuf cannot be imported: {e:?}"));
+                        WARNED.call_once(|| warn!("a 3D worker's dmabuf cannot be imported, reading back: {e:?}"));
+                        self.dmabuf = None;
+                        self.read_back = true;
+                        self.pending = Some(Rect::new(0, 0, self.width, self.height));
+                        return;
                     }
                 }
             }

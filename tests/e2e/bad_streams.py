@@ -90,10 +90,9 @@ def main():
     lost_before = 0
     try:
         b = ctx.backend({"g0": 1, "g1": 1}, isolated=("g0",) if a.isolated else ())
-        steady = ctx.guest("g1", "g1", "animate", mode="1024x768", frames=100000000, args="--still --interval 16",
-                           ready=r"^GUEST-ANIMATE-START")
+        steady = ctx.steady_guest("g1", "g1")
         b.connected("g1")
-        size = steady.wait(r"^GUEST-ANIMATE-START (\d+x\d+)", ctx.deadline.left(BOOT), "g1's start").group(1)
+        size = ctx.steady_size(steady)
         for n, name in enumerate(names, start=1):
             r = one(ctx, b, name, n, rootfs)
             if a.isolated:

@@ -7,8 +7,6 @@ import time
 import harness as H
 from harness import BOOT, CaseFailure, Skip
 
-STEADY_ARGS = "--still --interval 16"
-
 
 def faults_of(b, name):
     return dict(H.guest_entry(b.list(quiet=True), name).get("faults") or {})
@@ -23,13 +21,12 @@ def case_bad_streams(ctx):
         raise Skip("needs scanway (virgl)")
     rootfs = H.build_rootfs_3d()
     b = ctx.backend({"g0": 1, "g1": 1})
-    steady = ctx.guest("g1", "g1", "animate", mode="1024x768", frames=100000000, args=STEADY_ARGS,
-                       ready=r"^GUEST-ANIMATE-START")
+    steady = ctx.steady_guest("g1", "g1")
     # held until quit, so that the last case's faults are counted while it is still connected
     g = ctx.guest("g0", "g0", "bad-streams", rootfs=rootfs, mem="1G", ready=r"^GUEST-BAD-DONE", hold=3600)
     b.connected("g1")
     b.connected("g0")
-    size = steady.wait(r"^GUEST-ANIMATE-START (\d+x\d+)", ctx.deadline.left(BOOT), "g1's start").group(1)
+    size = ctx.steady_size(steady)
     H.shoot_and_check(ctx, lambda p: b.shot_scanout("g1", 0, p, steady), ctx.dir / "g1-before.png", size=size)
     rows, seen, before = [], set(), {}
     end = time.monotonic() + ctx.deadline.left(BOOT + 240)

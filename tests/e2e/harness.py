@@ -531,6 +531,17 @@ class Ctx:
         self.guests.append(g)
         return g
 
+    def steady_guest(self, tag, sock_name):
+        """The neighbour of the hostile-guest runs: a 2D guest flipping its exact picture at
+        60 fps (1024x768) for as long as the case lasts, whose frame rate and picture faults
+        elsewhere must not disturb.  Its size comes with steady_size()."""
+        return self.guest(tag, sock_name, "animate", mode="1024x768", frames=100000000,
+                          args="--still --interval 16", ready=r"^GUEST-ANIMATE-START")
+
+    def steady_size(self, g):
+        """Wait for steady_guest `g`'s first frame; returns its size (WxH)."""
+        return g.wait(r"^GUEST-ANIMATE-START (\d+x\d+)", self.deadline.left(BOOT), f"{g.tag}'s start").group(1)
+
     def close(self):
         for g in self.guests:  # so that a QEMU outliving its run-guest.sh is ended too
             try:

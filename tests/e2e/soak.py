@@ -310,11 +310,9 @@ def main():
     failure = None
     try:
         b = ctx.backend({"steady": 1, "victim": 1, "flood": 1}, ui_3d=("victim",), no_3d=("flood",))
-        steady = ctx.guest("steady", "steady", "animate", mode="1024x768", frames=100000000,
-                           args="--still --interval 16", ready=r"^GUEST-ANIMATE-START")
+        steady = ctx.steady_guest("steady", "steady")
         b.connected("steady")
-        line = steady.wait(r"^GUEST-ANIMATE-START (\d+x\d+).*$", ctx.deadline.left(BOOT), "steady's start")
-        exact(ctx, b, steady, "steady", line.group(1), "steady")
+        exact(ctx, b, steady, "steady", ctx.steady_size(steady), "steady")
         sampler = Sampler(b)
         sampler.start()
         kill_log = []
