@@ -164,23 +164,16 @@ const EGL_GL_TEXTURE_2D_KHR: u32 = 0x30B1;
 /// `EGL_GL_TEXTURE_LEVEL_KHR` (EGL_KHR_gl_texture_2D_image).
 const EGL_GL_TEXTURE_LEVEL_KHR: i32 = 0x30BC;
 
-/// A texture of the compositor's own on the storage of `tex_id`, a `GL_TEXTURE_2D` of
-/// `size` pixels (RGBA8) that another context of the share group owns (virglrenderer's): an
-/// EGLImage of level 0 of `tex_id` (EGL_KHR_gl_texture_2D_image) bound to a fresh texture
-/// (GL_OES_EGL_image), then released. Sampling it reads the same memory (zero copies); smithay
-/// deletes it like any texture when the last clone drops, which leaves `tex_id` alone, and the
-/// storage lives until both are gone.
-///
-/// Errors: the EGL display lacks the extensions, or `eglCreateImageKHR` refused (its EGL
-/// error), or the GL context could not be made current.
+/// An EGLImage of level 0 of `tex_id` (EGL_KHR_gl_texture_2D_image) on `renderer`'s display and
+/// context; the caller destroys it (`eglDestroyImageKHR`). Errors: no EGL_KHR_image_base, or
+/// `eglCreateImageKHR` refused (its EGL error).
 ///
 /// # Safety
 /// `tex_id` names a live, complete `GL_TEXTURE_2D` of `renderer`'s share group.
-pub unsafe fn alias_texture(
-    renderer: &mut GlesRenderer,
+unsafe fn texture_image(
+    renderer: &GlesRenderer,
     tex_id: u32,
-    size: Size<i32, smithay::utils::Buffer>,
-) -> anyhow::Result<smithay::backend::renderer::gles::GlesTexture> {
+) -> anyhow::Result<smithay::backend::egl::ffi::egl::types::EGLImage> {
     use smithay::backend::egl::ffi::egl;
     if !egl::CreateImageKHR::is_loaded() || !egl::DestroyImageKHR::is_loaded() {
         anyhow::bail!("EGL_KHR_image_base is not available");
@@ -205,6 +198,30 @@ pub unsafe fn alias_texture(
         let error = unsafe { egl::GetError() };
         anyhow::bail!("eglCreateImageKHR(GL_TEXTURE_2D {tex_id}): EGL error {error:#x}");
     }
+    Ok(image)
+}
+
+/// A texture of the compositor's own on the storage of `tex_id`, a `GL_TEXTURE_2D` of
+/// `size` pixels (RGBA8) that another context of the share group owns (virglrenderer's): an
+/// EGLImage of level 0 of `tex_id` (EGL_KHR_gl_texture_2D_image) bound to a fresh texture
+/// (GL_OES_EGL_image), then released. Sampling it reads the same memory (zero copies); smithay
+/// deletes it like any texture when the last clone drops, which leaves `tex_id` alone, and the
+/// storage lives until both are gone.
+///
+/// Errors: the EGL display lacks the extensions, or `eglCreateImageKHR` refused (its EGL
+/// error), or the GL context could not be made current.
+///
+/// # Safety
+/// `tex_id` names a live, complete `GL_TEXTURE_2D` of `renderer`'s share group.
+pub unsafe fn alias_texture(
+    renderer: &mut GlesRenderer,
+    tex_id: u32,
+    size: Size<i32, smithay::utils::Buffer>,
+) -> anyhow::Result<smithay::backend::renderer::gles::GlesTexture> {
+    use smithay::backend::egl::ffi::egl;
+    let display = renderer.egl_context().display().get_display_handle().handle;
+    // SAFETY: forwarded contract.
+    let image = unsafe { texture_image(renderer, tex_id) }?;
     let texture = renderer.with_context(|gl| {
         let mut texture = 0;
         // SAFETY: the renderer's context is current inside with_context; image is a live
@@ -249,9 +266,6 @@ pub unsafe fn export_texture(
     if !display.extensions().iter().any(|e| e == "EGL_MESA_image_dma_buf_export") {
         anyhow::bail!("the EGL display cannot export dmabufs (no EGL_MESA_image_dma_buf_export)");
     }
-    if !egl::CreateImageKHR::is_loaded() || !egl::DestroyImageKHR::is_loaded() {
-        anyhow::bail!("EGL_KHR_image_base is not available");
-    }
     // The image is made on the renderer's context, whose share group holds the texture; GL
     // work queued on other contexts of the group is flushed by their own fences.
     renderer.with_context(|gl| {
@@ -259,23 +273,8 @@ pub unsafe fn export_texture(
         unsafe { gl.Flush() }
     })?;
     let raw = display.get_display_handle().handle;
-    let context = renderer.egl_context().get_context_handle();
-    let attribs = [EGL_GL_TEXTURE_LEVEL_KHR, 0, egl::NONE as i32];
-    // SAFETY: as in `alias_texture`.
-    let image = unsafe {
-        egl::CreateImageKHR(
-            raw,
-            context,
-            EGL_GL_TEXTURE_2D_KHR,
-            tex_id as usize as egl::types::EGLClientBuffer,
-            attribs.as_ptr(),
-        )
-    };
-    if image.is_null() {
-        // SAFETY: no preconditions.
-        let error = unsafe { egl::GetError() };
-        anyhow::bail!("eglCreateImageKHR(GL_TEXTURE_2D {tex_id}): EGL error {error:#x}");
-    }
+    // SAFETY: forwarded contract.
+    let image = unsafe { texture_image(renderer, tex_id) }?;
     let dmabuf = display.create_dmabuf_from_image(image, size, false);
     // SAFETY: image was created on this display above and is destroyed once; the dmabuf keeps
     // the storage.

@@ -532,23 +532,8 @@ impl Virgl {
 
     /// Copies a region of the resource into its attached backing (`TRANSFER_FROM_HOST_3D`).
     pub fn transfer_read(&self, t: &Transfer) -> Result<(), VirglError> {
-        let mut bbox = t.bbox;
-        self.ensure_virgl_current();
         // SAFETY: iov NULL/0: virglrenderer uses the backing attached through `attach_iov`.
-        let code = unsafe {
-            ffi::virgl_renderer_transfer_read_iov(
-                t.resource_id,
-                t.ctx_id,
-                t.level,
-                t.stride,
-                t.layer_stride,
-                &mut bbox,
-                t.offset,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        check("transfer_read_iov", code)
+        unsafe { self.read_iov(t, std::ptr::null_mut(), 0) }
     }
 
     /// Copies a region of the resource into `iov` instead of its backing.
@@ -557,10 +542,20 @@ impl Virgl {
     /// Every iovec must describe writable memory not aliased by Rust references.
     pub unsafe fn transfer_read_into(&self, t: &Transfer, iov: &mut [libc::iovec]) -> Result<(), VirglError> {
         let count = c_int::try_from(iov.len()).map_err(|_| VirglError::InvalidArgument("iovec count"))?;
+        // SAFETY: forwarded contract; virglrenderer checks the box against the resource and
+        // the iovecs' total length.
+        unsafe { self.read_iov(t, iov.as_mut_ptr(), count) }
+    }
+
+    /// `virgl_renderer_transfer_read_iov` of `t` into `iov` (`count` entries; NULL/0: the
+    /// attached backing).
+    ///
+    /// # Safety
+    /// As [`Virgl::transfer_read_into`] for a non-null `iov`.
+    unsafe fn read_iov(&self, t: &Transfer, iov: *mut libc::iovec, count: c_int) -> Result<(), VirglError> {
         let mut bbox = t.bbox;
         self.ensure_virgl_current();
-        // SAFETY: the iovecs are the caller's promise; virglrenderer checks the box against the
-        // resource and the iovecs' total length.
+        // SAFETY: the caller's promise for `iov`; the box is a local copy.
         let code = unsafe {
             ffi::virgl_renderer_transfer_read_iov(
                 t.resource_id,
@@ -570,7 +565,7 @@ impl Virgl {
                 t.layer_stride,
                 &mut bbox,
                 t.offset,
-                iov.as_mut_ptr(),
+                iov,
                 count,
             )
         };
