@@ -216,7 +216,6 @@ impl Isolated3d {
             self.capsets = capsets.into_iter().take(8).collect();
         }
         self.status.pid = Some(pid);
-        self.status.running = true;
         self.status.reason = None;
         info!(guest = %self.guest, pid, said, "3D worker started ({gl})");
         Ok(())
@@ -229,7 +228,6 @@ impl Isolated3d {
         let _ = w.child.kill();
         let status = w.child.wait().map_or_else(|e| format!("wait: {e}"), |s| s.to_string());
         warn!(guest = %self.guest, pid = w.pid, "3D worker gone ({reason}; {status}): this guest's 3D is off until its VMM reconnects");
-        self.status.running = false;
         self.status.lost += 1;
         self.status.reason = Some(format!("{reason}; {status}"));
         // Nothing will retire them now: release the responses held for them.
@@ -266,7 +264,7 @@ impl Isolated3d {
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
         let Some(w) = self.worker.as_mut() else { return Err(Error3d::WorkerGone) };
-        let (outstanding, retired) = (&mut self.outstanding, &mut self.retired);
+        let mut arrived = Vec::new();
         let result = (|| -> Result<Answer, WireError> {
             w.channel.send(seq, call, payload, fds)?;
             loop {
@@ -277,20 +275,18 @@ impl Isolated3d {
                     Message::Reply(_) => {
                         return Err(WireError::Protocol(format!("reply {} to call {seq}", frame.seq)));
                     }
-                    Message::Fences(f) => {
-                        outstanding.retain(|h| !f.iter().any(|x| h.retired_by(x)));
-                        retired.extend(f);
-                    }
+                    Message::Fences(f) => arrived.extend(f),
                 }
             }
         })();
+        // Whatever the reply, fences that came before it are kept and the compositor woken.
+        self.fences_retired(arrived);
         match result {
             Ok((Reply::Err(e), _, _)) => {
                 Err(Error3d::Worker { fault: fault_name(&e.fault), id: e.id, message: e.message })
             }
             Ok(ok) => {
                 self.pump();
-                self.signal_retired();
                 Ok(ok)
             }
             Err(e) => {
@@ -520,7 +516,7 @@ impl Renderer3d for Isolated3d {
     }
 
     fn status(&self) -> Renderer3dStatus {
-        Renderer3dStatus::Isolated(self.status.clone())
+        Renderer3dStatus::Isolated(WorkerStatus { running: self.worker.is_some(), ..self.status.clone() })
     }
 
     /// Asked once per scanned-out resource; a worker whose EGL cannot export says so once and

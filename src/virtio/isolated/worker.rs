@@ -169,7 +169,7 @@ pub fn main(guest: &str) -> anyhow::Result<()> {
 impl Worker {
     /// Execute one call: its reply and payload.
     fn serve(&mut self, frame: Frame<Call>) -> (Reply, Vec<u8>) {
-        let Frame { body, mut payload, mut fds, .. } = frame;
+        let Frame { body, payload, mut fds, .. } = frame;
         let done = |r: Result<(), Error3d>| (r.map_or_else(|e| Reply::Err(remote(&e)), |()| Reply::Ok), Vec::new());
         let r = &mut self.renderer;
         match body {
@@ -219,10 +219,8 @@ impl Worker {
             Call::DetachBacking { res } => done(r.detach_backing(res)),
             Call::Transfer(t) => done(r.transfer(&t)),
             Call::Submit { ctx } => {
-                let words: Vec<u32> =
+                let mut words: Vec<u32> =
                     payload.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
-                payload.clear();
-                let mut words = words;
                 done(r.submit(ctx, &mut words))
             }
             Call::CreateFence { ctx, ring } => match r.create_fence(ctx, ring) {
